@@ -1,0 +1,154 @@
+//! The shared cell a store keeps for each id.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The version of an entry's value: bumped by every replacement.
+///
+/// A refresh applies its result only if the entry still has the version its batch was
+/// dispatched with, so a caller's `update` (or a delete and re-create, which makes a new
+/// entry) always wins over a refresh that started before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryVersion(u64);
+
+/// Where an entry is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryState {
+    /// In the store and refreshed.
+    Live,
+    /// `delete_delayed` was called: readable until the next sweep removes it, not refreshed.
+    DeletePending,
+    /// No longer in the store (deleted or evicted): nothing written to it is ever readable.
+    Removed,
+}
+
+struct Cell<V> {
+    item: V,
+    version: u64,
+    state: EntryState,
+}
+
+/// A handle to the value a store keeps for one id.
+///
+/// Stores map each id to an `EntryHandle`; the cache reads and replaces the value through the
+/// handle, so a background refresh never touches the store's recency order, and an entry
+/// that left the store (marked [`EntryState::Removed`]) can never be brought back by a
+/// refresh that was in flight. Cloning a handle is cheap (an `Arc`); clones share the value.
+///
+/// # Examples
+///
+/// ```
+/// use autorefresh_core::{EntryHandle, EntryState};
+///
+/// let entry = EntryHandle::new(1_u32);
+/// let (item, version) = entry.load_versioned();
+/// assert_eq!(item, 1);
+///
+/// assert!(entry.replace(2));                        // a caller's update bumps the version
+/// assert!(!entry.replace_if_version(version, 3));   // so a refresh from before it is dropped
+/// assert_eq!(entry.load(), 2);
+///
+/// entry.mark_removed();
+/// assert_eq!(entry.state(), EntryState::Removed);
+/// assert!(!entry.replace(4));
+/// ```
+pub struct EntryHandle<V> {
+    cell: Arc<RwLock<Cell<V>>>,
+}
+
+impl<V> Clone for EntryHandle<V> {
+    fn clone(&self) -> Self {
+        Self { cell: Arc::clone(&self.cell) }
+    }
+}
+
+impl<V> fmt::Debug for EntryHandle<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("EntryHandle")
+            .field("version", &cell.version)
+            .field("state", &cell.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V> EntryHandle<V> {
+    /// A new live entry holding `item`.
+    pub fn new(item: V) -> Self {
+        Self {
+            cell: Arc::new(RwLock::new(Cell { item, version: 0, state: EntryState::Live })),
+        }
+    }
+
+    /// Runs `f` on the current value without cloning it.
+    pub fn with<R>(&self, f: impl FnOnce(&V) -> R) -> R {
+        f(&self.cell.read().unwrap_or_else(PoisonError::into_inner).item)
+    }
+
+    /// Where the entry is in its life.
+    pub fn state(&self) -> EntryState {
+        self.cell.read().unwrap_or_else(PoisonError::into_inner).state
+    }
+
+    /// Replaces the value (a caller's update) unless the entry was removed; bumps the version.
+    pub fn replace(&self, item: V) -> bool {
+        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        if cell.state == EntryState::Removed {
+            return false;
+        }
+        cell.item = item;
+        cell.version += 1;
+        true
+    }
+
+    /// Replaces the value only if it still has `version` and the entry was not removed (a
+    /// refresh's result); bumps the version.
+    pub fn replace_if_version(&self, version: EntryVersion, item: V) -> bool {
+        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        if cell.state == EntryState::Removed || cell.version != version.0 {
+            return false;
+        }
+        cell.item = item;
+        cell.version += 1;
+        true
+    }
+
+    /// Marks the entry pending a delayed delete; returns `false` if it was already removed.
+    pub fn mark_delete_pending(&self) -> bool {
+        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        if cell.state == EntryState::Removed {
+            return false;
+        }
+        cell.state = EntryState::DeletePending;
+        true
+    }
+
+    /// Marks the entry removed from its store. Stores call this for every entry they drop.
+    pub fn mark_removed(&self) {
+        self.cell.write().unwrap_or_else(PoisonError::into_inner).state = EntryState::Removed;
+    }
+
+    /// Whether both handles refer to the same entry (not merely equal values).
+    pub fn same_entry(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.cell, &other.cell)
+    }
+}
+
+impl<V: Clone> EntryHandle<V> {
+    /// A clone of the current value.
+    pub fn load(&self) -> V {
+        self.with(V::clone)
+    }
+
+    /// A clone of the current value, with its version.
+    pub fn load_versioned(&self) -> (V, EntryVersion) {
+        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        (cell.item.clone(), EntryVersion(cell.version))
+    }
+
+    /// The value, its version and the entry's state, read at once.
+    pub fn snapshot(&self) -> (V, EntryVersion, EntryState) {
+        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        (cell.item.clone(), EntryVersion(cell.version), cell.state)
+    }
+}

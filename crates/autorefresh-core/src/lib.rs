@@ -1,0 +1,57 @@
+//! Traits and plain types of the autorefresh cache.
+//!
+//! `autorefresh-core` is what every other `autorefresh-*` crate builds on, and all a crate
+//! needs to plug a piece into the cache: the [`Item`] it stores, the [`SyncFunc`] that
+//! refreshes batches of items, the [`CreateBatchesFunc`] that forms the batches, the
+//! [`RateLimiter`] that spaces retries, the [`Store`] that holds the items and the
+//! [`Metrics`] observer. It depends on nothing but `async-trait`.
+//!
+//! Most users depend on the `autorefresh` facade, which re-exports all of this.
+//!
+//! # Examples
+//!
+//! ```
+//! use autorefresh_core::{Batch, CreateBatchesFunc, Item, ItemSyncResponse, SingleItemBatches, SyncAction, SyncFunc};
+//!
+//! #[derive(Clone, Debug, PartialEq)]
+//! struct Build { done: bool }
+//!
+//! impl Item for Build {
+//!     fn is_terminal(&self) -> bool { self.done }
+//! }
+//!
+//! async fn check(batch: Batch<u64, Build>) -> Result<Vec<ItemSyncResponse<u64, Build>>, autorefresh_core::SyncError> {
+//!     Ok(batch
+//!         .into_iter()
+//!         .map(|w| ItemSyncResponse { id: *w.id(), item: Build { done: true }, action: SyncAction::Update })
+//!         .collect())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let items = vec![autorefresh_core::ItemWrapper::new(1, Build { done: false })];
+//! let batches = SingleItemBatches.create_batches(items).unwrap();
+//! let responses = check.sync(batches.into_iter().next().unwrap()).await.unwrap();
+//! assert!(responses[0].item.is_terminal());
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod batches;
+mod entry;
+mod error;
+mod item;
+mod limiter;
+mod metrics;
+mod store;
+mod sync;
+
+pub use batches::{CreateBatchesFunc, FixedSizeBatches, SingleItemBatches};
+pub use entry::{EntryHandle, EntryState, EntryVersion};
+pub use error::Error;
+pub use item::{Batch, Item, ItemWrapper};
+pub use limiter::RateLimiter;
+pub use metrics::{Metrics, NoopMetrics, SyncFailureKind};
+pub use store::{EvictionListener, GetOrInsert, Store};
+pub use sync::{ItemSyncResponse, SyncAction, SyncError, SyncFunc, SyncResult};
