@@ -113,10 +113,11 @@ impl<V> EntryHandle<V> {
         true
     }
 
-    /// Marks the entry pending a delayed delete; returns `false` if it was already removed.
+    /// Marks a live entry pending a delayed delete; returns whether it was live (`false` if it
+    /// was already pending or removed).
     pub fn mark_delete_pending(&self) -> bool {
         let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
-        if cell.state == EntryState::Removed {
+        if cell.state != EntryState::Live {
             return false;
         }
         cell.state = EntryState::DeletePending;

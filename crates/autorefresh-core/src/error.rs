@@ -20,6 +20,12 @@ pub enum Error {
         /// What is wrong with it, with the bad value.
         reason: String,
     },
+    /// `start` was called outside a tokio runtime.
+    #[error("cache `{name}` must be started from within a tokio runtime")]
+    NoRuntime {
+        /// The cache's name.
+        name: String,
+    },
     /// `start` was called on a cache that was already started.
     #[error("cache `{name}` was already started (a cache starts once)")]
     AlreadyStarted {
