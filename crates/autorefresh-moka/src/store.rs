@@ -210,20 +210,11 @@ impl<K, V> MokaStore<K, V> {
             return;
         }
         let evicted = {
-            let mut pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut pending = self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
             self.shared.has_pending.store(false, Ordering::Release);
             mem::take(&mut *pending)
         };
-        let listener = self
-            .shared
-            .listener
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let listener = self.shared.listener.read().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(listener) = listener else {
             return;
         };
@@ -274,20 +265,13 @@ where
             return GetOrInsert::Existing(existing);
         }
         let outcome = {
-            let _inserting = self
-                .shared
-                .insert_lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _inserting = self.shared.insert_lock.lock().unwrap_or_else(PoisonError::into_inner);
             // Per key, moka runs `and_compute_with` calls one at a time, so this check and
             // insert is atomic with `remove_entry`'s. Reading the current entry logs a read.
-            let result = self
-                .cache
-                .entry(id)
-                .and_compute_with(|current| match current {
-                    Some(_) => Op::Nop,
-                    None => Op::Put(entry.clone()),
-                });
+            let result = self.cache.entry(id).and_compute_with(|current| match current {
+                Some(_) => Op::Nop,
+                None => Op::Put(entry.clone()),
+            });
             if let CompResult::Unchanged(existing) = result {
                 GetOrInsert::Existing(existing.into_value())
             } else {
@@ -314,13 +298,10 @@ where
     fn remove_entry(&self, id: &K, entry: &EntryHandle<V>) -> bool {
         // When the id maps to another entry, moka's read of it counts as use of that entry:
         // harmless, as a newer entry for the same id was just created or read.
-        let result = self
-            .cache
-            .entry(id.clone())
-            .and_compute_with(|current| match current {
-                Some(current) if current.value().same_entry(entry) => Op::Remove,
-                _ => Op::Nop,
-            });
+        let result = self.cache.entry(id.clone()).and_compute_with(|current| match current {
+            Some(current) if current.value().same_entry(entry) => Op::Remove,
+            _ => Op::Nop,
+        });
         let removed = match result {
             CompResult::Removed(removed) => {
                 let removed = removed.into_value();
@@ -349,20 +330,13 @@ where
     }
 
     fn set_eviction_listener(&self, listener: EvictionListener<K, V>) {
-        *self
-            .shared
-            .listener
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(listener);
+        *self.shared.listener.write().unwrap_or_else(PoisonError::into_inner) = Some(listener);
     }
 }
 
 impl<K, V> Clone for MokaStore<K, V> {
     fn clone(&self) -> Self {
-        Self {
-            cache: self.cache.clone(),
-            shared: Arc::clone(&self.shared),
-        }
+        Self { cache: self.cache.clone(), shared: Arc::clone(&self.shared) }
     }
 }
 

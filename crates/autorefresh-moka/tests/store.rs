@@ -19,9 +19,7 @@ where
     let seen: Seen<K, V> = Arc::default();
     let sink = Arc::clone(&seen);
     store.set_eviction_listener(Arc::new(move |id: &K, entry: &EntryHandle<V>| {
-        sink.lock()
-            .unwrap()
-            .push((id.clone(), entry.clone(), entry.state()));
+        sink.lock().unwrap().push((id.clone(), entry.clone(), entry.state()));
     }));
     seen
 }
@@ -71,10 +69,7 @@ fn capacity_zero_is_a_config_error() {
 #[test]
 fn capacity_is_the_one_given() {
     assert_eq!(MokaStore::<u64, u64>::new(1).unwrap().capacity(), 1);
-    assert_eq!(
-        MokaStore::<u64, u64>::new(u64::MAX).unwrap().capacity(),
-        u64::MAX
-    );
+    assert_eq!(MokaStore::<u64, u64>::new(u64::MAX).unwrap().capacity(), u64::MAX);
 }
 
 #[test]
@@ -84,19 +79,12 @@ fn newest_items_stay_and_oldest_unread_ones_go() {
     let mut entries = Vec::new();
     for id in 0..capacity + extra {
         entries.push(insert(&store, id, id));
-        assert!(
-            readable(&store).contains(&id),
-            "item {id} evicted by its own insert"
-        );
+        assert!(readable(&store).contains(&id), "item {id} evicted by its own insert");
     }
     assert_eq!(readable(&store), ids(extra..capacity + extra));
     for (id, entry) in entries.iter().enumerate() {
         let id = id as u64;
-        let expected = if id < extra {
-            EntryState::Removed
-        } else {
-            EntryState::Live
-        };
+        let expected = if id < extra { EntryState::Removed } else { EntryState::Live };
         assert_eq!(entry.state(), expected, "item {id}");
         assert_eq!(store.get(&id).is_some(), id >= extra, "item {id}");
     }
@@ -117,11 +105,7 @@ fn a_new_item_is_admitted_over_popular_old_ones() {
     }
     for id in 100..110_u64 {
         let entry = insert(&store, id, id);
-        assert_eq!(
-            store.get(&id).map(|e| e.load()),
-            Some(id),
-            "new item {id} was rejected"
-        );
+        assert_eq!(store.get(&id).map(|e| e.load()), Some(id), "new item {id} was rejected");
         assert_eq!(entry.state(), EntryState::Live);
     }
     assert_eq!(readable(&store), ids(106..110));
@@ -134,11 +118,7 @@ fn capacity_is_exact_after_every_insert() {
     for id in 0..10 * capacity {
         insert(&store, id, ());
         let visible = readable(&store);
-        assert_eq!(
-            visible.len() as u64,
-            (id + 1).min(capacity),
-            "after inserting {id}"
-        );
+        assert_eq!(visible.len() as u64, (id + 1).min(capacity), "after inserting {id}");
         assert!(visible.contains(&id));
         assert_eq!(store.len(), visible.len());
     }
@@ -181,10 +161,7 @@ fn get_or_insert_of_an_existing_id_counts_as_use() {
     for id in ["a", "b", "c"] {
         insert(&store, id, id);
     }
-    assert!(matches!(
-        store.get_or_insert("a", EntryHandle::new("x")),
-        GetOrInsert::Existing(_)
-    ));
+    assert!(matches!(store.get_or_insert("a", EntryHandle::new("x")), GetOrInsert::Existing(_)));
     insert(&store, "d", "d");
     assert_eq!(readable(&store), HashSet::from(["a", "c", "d"]));
 }
@@ -218,10 +195,7 @@ fn remove_returns_the_entry_marked_removed() {
     assert!(store.get(&"job").is_none());
     assert!(store.remove(&"job").is_none());
     assert!(store.is_empty());
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "an explicit removal is not an eviction"
-    );
+    assert!(seen.lock().unwrap().is_empty(), "an explicit removal is not an eviction");
     assert_eq!(store.evictions(), 0);
 }
 
@@ -269,23 +243,12 @@ fn the_listener_sees_each_eviction_once_with_the_evicted_handle_marked() {
     let evicted: Vec<u64> = seen.iter().map(|(id, _, _)| *id).collect();
     assert_eq!(evicted, (0..7).collect::<Vec<_>>());
     for (id, handle, state_when_called) in seen.iter() {
-        assert!(
-            handle.same_entry(&entries[*id as usize]),
-            "item {id}: another handle"
-        );
-        assert_eq!(
-            *state_when_called,
-            EntryState::Removed,
-            "item {id}: not marked in time"
-        );
+        assert!(handle.same_entry(&entries[*id as usize]), "item {id}: another handle");
+        assert_eq!(*state_when_called, EntryState::Removed, "item {id}: not marked in time");
     }
     assert_eq!(store.evictions(), 7);
     for (id, entry) in entries.iter().enumerate() {
-        let expected = if id == 7 {
-            EntryState::Live
-        } else {
-            EntryState::Removed
-        };
+        let expected = if id == 7 { EntryState::Live } else { EntryState::Removed };
         assert_eq!(entry.state(), expected, "item {id}");
     }
 }
@@ -295,9 +258,7 @@ fn evictions_are_counted_without_a_listener() {
     let store = MokaStore::new(2).unwrap();
     let entries: Vec<_> = (0..5_u64).map(|id| insert(&store, id, ())).collect();
     assert_eq!(store.evictions(), 3);
-    assert!(entries[..3]
-        .iter()
-        .all(|e| e.state() == EntryState::Removed));
+    assert!(entries[..3].iter().all(|e| e.state() == EntryState::Removed));
     assert!(entries[3..].iter().all(|e| e.state() == EntryState::Live));
 }
 
@@ -350,9 +311,8 @@ fn a_panicking_listener_does_not_stop_evictions_being_marked() {
         panic!("listener bug");
     }));
     let first = insert(&store, 1_u64, ());
-    let panicked = panic::catch_unwind(AssertUnwindSafe(|| {
-        store.get_or_insert(2, EntryHandle::new(()))
-    }));
+    let panicked =
+        panic::catch_unwind(AssertUnwindSafe(|| store.get_or_insert(2, EntryHandle::new(()))));
     assert!(panicked.is_err(), "the listener's panic reaches the caller");
     assert_eq!(first.state(), EntryState::Removed);
     assert!(store.get(&2).is_some(), "the insert itself completed");
@@ -360,9 +320,7 @@ fn a_panicking_listener_does_not_stop_evictions_being_marked() {
     // moka stops calling a listener that panicked once: ours never does, so eviction still
     // marks entries and is still reported.
     let second = store.get(&2).unwrap();
-    let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-        store.get_or_insert(3, EntryHandle::new(()))
-    }));
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| store.get_or_insert(3, EntryHandle::new(()))));
     assert_eq!(second.state(), EntryState::Removed);
     assert_eq!(*calls.lock().unwrap(), 2);
     assert_eq!(store.evictions(), 2);
@@ -392,9 +350,8 @@ fn len_counts_exactly_the_readable_entries() {
 #[test]
 fn for_each_entry_visits_every_entry_with_its_handle() {
     let store = MokaStore::new(100).unwrap();
-    let entries: HashMap<u64, EntryHandle<u64>> = (0..20_u64)
-        .map(|id| (id, insert(&store, id, id * 10)))
-        .collect();
+    let entries: HashMap<u64, EntryHandle<u64>> =
+        (0..20_u64).map(|id| (id, insert(&store, id, id * 10))).collect();
     let mut visited = 0;
     store.for_each_entry(&mut |id, entry| {
         assert!(entry.same_entry(&entries[id]));
@@ -455,11 +412,7 @@ fn concurrent_inserts_and_removes_keep_every_rule() {
                 let (mut inserted, mut removed) = (Vec::new(), Vec::new());
                 for i in 0..OPS {
                     // Half the ids are this thread's own, half are shared by all threads.
-                    let id = if i % 2 == 0 {
-                        (t + 1) * 1_000_000 + i
-                    } else {
-                        i % SHARED_IDS
-                    };
+                    let id = if i % 2 == 0 { (t + 1) * 1_000_000 + i } else { i % SHARED_IDS };
                     let entry = EntryHandle::new((t, i));
                     match store.get_or_insert(id, entry.clone()) {
                         GetOrInsert::Inserted(e) => {
@@ -497,10 +450,7 @@ fn concurrent_inserts_and_removes_keep_every_rule() {
     }
 
     let len = store.len();
-    assert!(
-        len as u64 <= CAPACITY,
-        "{len} entries readable, capacity {CAPACITY}"
-    );
+    assert!(len as u64 <= CAPACITY, "{len} entries readable, capacity {CAPACITY}");
 
     let mut live = HashSet::new();
     store.for_each_entry(&mut |_, entry| {
@@ -514,11 +464,7 @@ fn concurrent_inserts_and_removes_keep_every_rule() {
     for (_, entry, state_when_called) in seen.iter() {
         assert_eq!(*state_when_called, EntryState::Removed);
         assert_eq!(entry.state(), EntryState::Removed);
-        assert!(
-            evicted.insert(entry.load()),
-            "{:?} reported twice",
-            entry.load()
-        );
+        assert!(evicted.insert(entry.load()), "{:?} reported twice", entry.load());
     }
     assert_eq!(store.evictions(), evicted.len() as u64);
 
@@ -526,21 +472,9 @@ fn concurrent_inserts_and_removes_keep_every_rule() {
     assert_eq!(inserted.len(), live.len() + evicted.len() + removed.len());
     for entry in &inserted {
         let item = entry.load();
-        let places = [
-            live.contains(&item),
-            evicted.contains(&item),
-            removed.contains(&item),
-        ];
-        assert_eq!(
-            places.iter().filter(|p| **p).count(),
-            1,
-            "{item:?} in {places:?}"
-        );
-        let expected = if live.contains(&item) {
-            EntryState::Live
-        } else {
-            EntryState::Removed
-        };
+        let places = [live.contains(&item), evicted.contains(&item), removed.contains(&item)];
+        assert_eq!(places.iter().filter(|p| **p).count(), 1, "{item:?} in {places:?}");
+        let expected = if live.contains(&item) { EntryState::Live } else { EntryState::Removed };
         assert_eq!(entry.state(), expected, "{item:?}");
     }
 }

@@ -20,10 +20,8 @@ const MS: Duration = Duration::from_millis(1);
 fn exponential_doubles_from_base_and_caps_at_max() {
     let limiter = ItemExponentialFailureRateLimiter::new(5 * MS, 1000 * MS);
     let delays: Vec<_> = (0..10).map(|_| limiter.when(&"one")).collect();
-    let expected: Vec<_> = [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]
-        .into_iter()
-        .map(|ms| ms * MS)
-        .collect();
+    let expected: Vec<_> =
+        [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000].into_iter().map(|ms| ms * MS).collect();
     assert_eq!(delays, expected);
     assert_eq!(limiter.num_requeues(&"one"), 10);
 }
@@ -147,11 +145,7 @@ async fn bucket_burst_then_spaced_at_qps() {
         assert_eq!(bucket.when(&i), Duration::ZERO, "token {i} is in the burst");
     }
     for n in 1..=20u32 {
-        assert_eq!(
-            bucket.when(&0u32),
-            n * 100 * MS,
-            "reservation {n} past the burst"
-        );
+        assert_eq!(bucket.when(&0u32), n * 100 * MS, "reservation {n} past the burst");
     }
 }
 
@@ -209,20 +203,11 @@ fn bucket_rejects_bad_parameters() {
             other => panic!("qps {qps}: expected a Qps error, got {other:?}"),
         }
     }
-    assert_eq!(
-        BucketRateLimiter::new(10.0, 0).unwrap_err(),
-        InvalidRateLimit::Burst { burst: 0 }
-    );
+    assert_eq!(BucketRateLimiter::new(10.0, 0).unwrap_err(), InvalidRateLimit::Burst { burst: 0 });
     let message = BucketRateLimiter::new(-2.0, 1).unwrap_err().to_string();
-    assert!(
-        message.contains("qps") && message.contains("-2"),
-        "{message}"
-    );
+    assert!(message.contains("qps") && message.contains("-2"), "{message}");
     let message = BucketRateLimiter::new(1.0, 0).unwrap_err().to_string();
-    assert!(
-        message.contains("burst") && message.contains('0'),
-        "{message}"
-    );
+    assert!(message.contains("burst") && message.contains('0'), "{message}");
 }
 
 #[test]
@@ -237,19 +222,10 @@ fn bucket_default_is_10_qps_burst_100() {
 #[test]
 fn max_of_picks_the_larger_and_calls_every_limiter() {
     // client-go's TestMaxOfRateLimiter.
-    let fast_slow = Arc::new(ItemFastSlowRateLimiter::new(
-        5 * MS,
-        3 * Duration::from_secs(1),
-        3,
-    ));
-    let exponential = Arc::new(ItemExponentialFailureRateLimiter::new(
-        MS,
-        Duration::from_secs(1),
-    ));
-    let limiter: MaxOfRateLimiter<&str> = MaxOfRateLimiter::new(vec![
-        Box::new(fast_slow.clone()),
-        Box::new(exponential.clone()),
-    ]);
+    let fast_slow = Arc::new(ItemFastSlowRateLimiter::new(5 * MS, 3 * Duration::from_secs(1), 3));
+    let exponential = Arc::new(ItemExponentialFailureRateLimiter::new(MS, Duration::from_secs(1)));
+    let limiter: MaxOfRateLimiter<&str> =
+        MaxOfRateLimiter::new(vec![Box::new(fast_slow.clone()), Box::new(exponential.clone())]);
     assert_eq!(limiter.len(), 2);
 
     assert_eq!(limiter.when(&"one"), 5 * MS);
@@ -258,11 +234,7 @@ fn max_of_picks_the_larger_and_calls_every_limiter() {
     assert_eq!(limiter.when(&"one"), Duration::from_secs(3));
     assert_eq!(limiter.when(&"one"), Duration::from_secs(3));
     assert_eq!(limiter.num_requeues(&"one"), 5);
-    assert_eq!(
-        exponential.num_requeues(&"one"),
-        5,
-        "every limiter is called"
-    );
+    assert_eq!(exponential.num_requeues(&"one"), 5, "every limiter is called");
 
     assert_eq!(limiter.when(&"two"), 5 * MS);
     assert_eq!(limiter.when(&"two"), 5 * MS);
@@ -303,11 +275,7 @@ fn max_of_empty_never_delays() {
 async fn default_controller_bucket_dominates_after_100_ids() {
     let limiter = default_controller_rate_limiter::<u32>();
     for id in 0..100 {
-        assert_eq!(
-            limiter.when(&id),
-            5 * MS,
-            "id {id}: the bucket still has tokens"
-        );
+        assert_eq!(limiter.when(&id), 5 * MS, "id {id}: the bucket still has tokens");
     }
     assert_eq!(limiter.when(&100), 100 * MS);
     assert_eq!(limiter.when(&101), 200 * MS);

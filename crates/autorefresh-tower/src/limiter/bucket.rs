@@ -114,10 +114,7 @@ impl BucketRateLimiter {
         Self {
             qps,
             burst,
-            state: Mutex::new(Bucket {
-                tokens: f64::from(burst),
-                last: Instant::now(),
-            }),
+            state: Mutex::new(Bucket { tokens: f64::from(burst), last: Instant::now() }),
         }
     }
 
@@ -149,11 +146,7 @@ impl BucketRateLimiter {
         let elapsed = now.saturating_duration_since(bucket.last);
         let tokens = (bucket.tokens + elapsed.as_secs_f64() * self.qps).min(f64::from(self.burst));
         let tokens = tokens - 1.0;
-        let wait = if tokens < 0.0 {
-            self.duration_from_tokens(-tokens)
-        } else {
-            Duration::ZERO
-        };
+        let wait = if tokens < 0.0 { self.duration_from_tokens(-tokens) } else { Duration::ZERO };
         bucket.last = bucket.last.max(now);
         bucket.tokens = tokens;
         wait

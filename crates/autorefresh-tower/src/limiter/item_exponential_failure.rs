@@ -52,11 +52,7 @@ impl<K> ItemExponentialFailureRateLimiter<K> {
     /// A zero `base_delay` never delays; a `max_delay` below `base_delay` makes every delay
     /// `max_delay` (both as in client-go).
     pub fn new(base_delay: Duration, max_delay: Duration) -> Self {
-        Self {
-            failures: Mutex::new(HashMap::new()),
-            base_delay,
-            max_delay,
-        }
+        Self { failures: Mutex::new(HashMap::new()), base_delay, max_delay }
     }
 
     /// The delay of an id's first failure.

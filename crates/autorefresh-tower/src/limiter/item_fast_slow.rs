@@ -42,12 +42,7 @@ impl<K> ItemFastSlowRateLimiter<K> {
     /// A limiter returning `fast_delay` for an id's first `max_fast_attempts` failures and
     /// `slow_delay` for the rest.
     pub fn new(fast_delay: Duration, slow_delay: Duration, max_fast_attempts: u32) -> Self {
-        Self {
-            failures: Mutex::new(HashMap::new()),
-            fast_delay,
-            slow_delay,
-            max_fast_attempts,
-        }
+        Self { failures: Mutex::new(HashMap::new()), fast_delay, slow_delay, max_fast_attempts }
     }
 
     /// How many ids the limiter holds a failure count for.

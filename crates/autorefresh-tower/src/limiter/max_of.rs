@@ -61,19 +61,14 @@ impl<K> MaxOfRateLimiter<K> {
 impl<K> fmt::Debug for MaxOfRateLimiter<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The limiters are trait objects without a Debug bound.
-        f.debug_struct("MaxOfRateLimiter")
-            .field("limiters", &self.limiters.len())
-            .finish()
+        f.debug_struct("MaxOfRateLimiter").field("limiters", &self.limiters.len()).finish()
     }
 }
 
 impl<K: 'static> RateLimiter<K> for MaxOfRateLimiter<K> {
     fn when(&self, id: &K) -> Duration {
         // Every limiter is asked, not just until one wins: each records the failure.
-        self.limiters
-            .iter()
-            .map(|limiter| limiter.when(id))
-            .fold(Duration::ZERO, Duration::max)
+        self.limiters.iter().map(|limiter| limiter.when(id)).fold(Duration::ZERO, Duration::max)
     }
 
     fn forget(&self, id: &K) {
@@ -83,10 +78,6 @@ impl<K: 'static> RateLimiter<K> for MaxOfRateLimiter<K> {
     }
 
     fn num_requeues(&self, id: &K) -> u32 {
-        self.limiters
-            .iter()
-            .map(|limiter| limiter.num_requeues(id))
-            .max()
-            .unwrap_or(0)
+        self.limiters.iter().map(|limiter| limiter.num_requeues(id)).max().unwrap_or(0)
     }
 }

@@ -37,9 +37,7 @@ pub struct NoDelayRateLimiter<K> {
 impl<K> NoDelayRateLimiter<K> {
     /// A limiter that never delays and tracks no id yet.
     pub fn new() -> Self {
-        Self {
-            requeues: Mutex::new(HashMap::new()),
-        }
+        Self { requeues: Mutex::new(HashMap::new()) }
     }
 
     /// How many ids the limiter holds a requeue count for.
@@ -56,9 +54,7 @@ impl<K> Default for NoDelayRateLimiter<K> {
 
 impl<K> fmt::Debug for NoDelayRateLimiter<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoDelayRateLimiter")
-            .field("tracked_items", &self.tracked_items())
-            .finish()
+        f.debug_struct("NoDelayRateLimiter").field("tracked_items", &self.tracked_items()).finish()
     }
 }
 
