@@ -75,9 +75,7 @@ impl<V> fmt::Debug for EntryHandle<V> {
 impl<V> EntryHandle<V> {
     /// A new live entry holding `item`.
     pub fn new(item: V) -> Self {
-        Self {
-            cell: Arc::new(RwLock::new(Cell { item, version: 0, state: EntryState::Live })),
-        }
+        Self { cell: Arc::new(RwLock::new(Cell { item, version: 0, state: EntryState::Live })) }
     }
 
     /// Runs `f` on the current value without cloning it.
@@ -101,11 +99,12 @@ impl<V> EntryHandle<V> {
         true
     }
 
-    /// Replaces the value only if it still has `version` and the entry was not removed (a
-    /// refresh's result); bumps the version.
+    /// Replaces the value only if the entry is live (neither removed nor pending a delayed
+    /// delete, whose item stays as it was) and still has `version` (a refresh's result);
+    /// bumps the version.
     pub fn replace_if_version(&self, version: EntryVersion, item: V) -> bool {
         let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
-        if cell.state == EntryState::Removed || cell.version != version.0 {
+        if cell.state != EntryState::Live || cell.version != version.0 {
             return false;
         }
         cell.item = item;

@@ -4,7 +4,7 @@
 //! needs to plug a piece into the cache: the [`Item`] it stores, the [`SyncFunc`] that
 //! refreshes batches of items, the [`CreateBatchesFunc`] that forms the batches, the
 //! [`RateLimiter`] that spaces retries, the [`Store`] that holds the items and the
-//! [`Metrics`] observer. It depends on nothing but `async-trait`.
+//! [`Metrics`] observer. It depends on nothing but `async-trait` and `thiserror`.
 //!
 //! Most users depend on the `autorefresh` facade, which re-exports all of this.
 //!
