@@ -1,0 +1,220 @@
+//! Building an [`AutoRefresh`].
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autorefresh_core::{
+    CreateBatchesFunc, Error, Item, Metrics, NoopMetrics, RateLimiter, SingleItemBatches, Store,
+    SyncFunc,
+};
+use autorefresh_moka::MokaStore;
+
+use crate::cache::{AutoRefresh, Parts};
+
+/// The default resync period: 30 s.
+pub const DEFAULT_RESYNC_PERIOD: Duration = Duration::from_secs(30);
+/// The default number of workers: 10.
+pub const DEFAULT_PARALLELISM: usize = 10;
+/// The default capacity of the default store: 10 000 items.
+pub const DEFAULT_CAPACITY: u64 = 10_000;
+
+/// Configures and builds an [`AutoRefresh`]; made by [`AutoRefresh::builder`].
+///
+/// Only [`sync`](Self::sync) is required. The defaults:
+///
+/// | setting | default |
+/// |---|---|
+/// | [`resync_period`](Self::resync_period) | 30 s ([`DEFAULT_RESYNC_PERIOD`]) |
+/// | [`parallelism`](Self::parallelism) | 10 workers ([`DEFAULT_PARALLELISM`]) |
+/// | [`capacity`](Self::capacity) | 10 000 items ([`DEFAULT_CAPACITY`]) |
+/// | [`sync_on_create`](Self::sync_on_create) | on |
+/// | [`create_batches`](Self::create_batches) | [`SingleItemBatches`] |
+/// | [`rate_limiter`](Self::rate_limiter) | [`default_controller_rate_limiter`](crate::default_controller_rate_limiter) |
+/// | [`store`](Self::store) | [`MokaStore`] (LRU) of `capacity` items |
+/// | [`metrics`](Self::metrics) | none recorded |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use autorefresh::{AutoRefresh, Batch, Error, Item};
+///
+/// #[derive(Clone)]
+/// struct Payment { settled: bool }
+/// impl Item for Payment {
+///     fn is_terminal(&self) -> bool { self.settled }
+/// }
+///
+/// let cache = AutoRefresh::<u64, Payment>::builder("payments")
+///     .sync(|_batch: Batch<u64, Payment>| async { Ok(Vec::new()) })
+///     .resync_period(Duration::from_secs(10))
+///     .parallelism(4)
+///     .capacity(1_000)
+///     .build()
+///     .unwrap();
+/// assert!(cache.is_empty());
+///
+/// // Bad configuration is an error that names the field.
+/// let err = AutoRefresh::<u64, Payment>::builder("payments")
+///     .sync(|_batch: Batch<u64, Payment>| async { Ok(Vec::new()) })
+///     .parallelism(0)
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(err, Error::InvalidConfig { field: "parallelism", .. }));
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct AutoRefreshBuilder<K, V> {
+    name: String,
+    sync: Option<Box<dyn SyncFunc<K, V>>>,
+    batcher: Box<dyn CreateBatchesFunc<K, V>>,
+    limiter: Option<Arc<dyn RateLimiter<K>>>,
+    store: Option<Box<dyn Store<K, V>>>,
+    metrics: Arc<dyn Metrics>,
+    resync_period: Duration,
+    parallelism: usize,
+    capacity: Option<u64>,
+    sync_on_create: bool,
+}
+
+impl<K, V> fmt::Debug for AutoRefreshBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AutoRefreshBuilder")
+            .field("name", &self.name)
+            .field("sync", &self.sync.is_some())
+            .field("custom_rate_limiter", &self.limiter.is_some())
+            .field("custom_store", &self.store.is_some())
+            .field("resync_period", &self.resync_period)
+            .field("parallelism", &self.parallelism)
+            .field("capacity", &self.capacity)
+            .field("sync_on_create", &self.sync_on_create)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> AutoRefreshBuilder<K, V>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    V: Item,
+{
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            sync: None,
+            batcher: Box::new(SingleItemBatches),
+            limiter: None,
+            store: None,
+            metrics: Arc::new(NoopMetrics),
+            resync_period: DEFAULT_RESYNC_PERIOD,
+            parallelism: DEFAULT_PARALLELISM,
+            capacity: None,
+            sync_on_create: true,
+        }
+    }
+
+    /// The function that fetches the latest state of a batch of items. Required.
+    pub fn sync(mut self, sync: impl SyncFunc<K, V>) -> Self {
+        self.sync = Some(Box::new(sync));
+        self
+    }
+
+    /// How due items are split into batches. Default: [`SingleItemBatches`].
+    pub fn create_batches(mut self, batcher: impl CreateBatchesFunc<K, V>) -> Self {
+        self.batcher = Box::new(batcher);
+        self
+    }
+
+    /// The limiter asked how long an item waits before it is retried after a failed batch
+    /// (see [`RateLimiter`]). Default:
+    /// [`default_controller_rate_limiter`](crate::default_controller_rate_limiter).
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter<K>) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// How often every non-terminal item is queued for a sync. Default: 30 s. Must not be zero.
+    pub fn resync_period(mut self, period: Duration) -> Self {
+        self.resync_period = period;
+        self
+    }
+
+    /// How many batches are synced at once (the number of workers). Default: 10. Must not be
+    /// zero.
+    pub fn parallelism(mut self, workers: usize) -> Self {
+        self.parallelism = workers;
+        self
+    }
+
+    /// How many items the default store holds before it evicts the least recently used.
+    /// Default: 10 000. Must not be zero, and cannot be combined with [`store`](Self::store)
+    /// (bound a custom store itself).
+    pub fn capacity(mut self, items: u64) -> Self {
+        self.capacity = Some(items);
+        self
+    }
+
+    /// Whether a new item is queued for a sync at once rather than at the next sweep.
+    /// Default: on.
+    pub fn sync_on_create(mut self, enabled: bool) -> Self {
+        self.sync_on_create = enabled;
+        self
+    }
+
+    /// Keeps the items in `store` instead of the default [`MokaStore`].
+    pub fn store(mut self, store: impl Store<K, V>) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// Reports what the cache does to `metrics`. Default: nothing is recorded.
+    pub fn metrics(mut self, metrics: impl Metrics) -> Self {
+        self.metrics = Arc::new(metrics);
+        self
+    }
+
+    /// Checks the configuration and builds the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`], naming the field, when no sync function was given, or
+    /// capacity, parallelism or the resync period is zero, or a capacity was given with a
+    /// custom store.
+    pub fn build(self) -> Result<AutoRefresh<K, V>, Error> {
+        let invalid =
+            |field, reason: &str| Error::InvalidConfig { field, reason: reason.to_owned() };
+        let sync = self.sync.ok_or_else(|| invalid("sync", "is required: call `.sync(...)`"))?;
+        if self.parallelism == 0 {
+            return Err(invalid("parallelism", "must be at least 1, got 0"));
+        }
+        if self.resync_period.is_zero() {
+            return Err(invalid("resync_period", "must be longer than zero, got 0s"));
+        }
+        let store = match (self.store, self.capacity) {
+            (Some(_), Some(capacity)) => {
+                return Err(Error::InvalidConfig {
+                    field: "capacity",
+                    reason: format!(
+                        "cannot be combined with a custom store, got {capacity}: bound the store itself"
+                    ),
+                })
+            }
+            (Some(store), None) => store,
+            (None, capacity) => Box::new(MokaStore::new(capacity.unwrap_or(DEFAULT_CAPACITY))?),
+        };
+        let limiter = self
+            .limiter
+            .unwrap_or_else(|| Arc::new(autorefresh_tower::default_controller_rate_limiter()));
+        Ok(AutoRefresh::from_parts(Parts {
+            name: self.name,
+            store,
+            sync,
+            batcher: self.batcher,
+            limiter,
+            metrics: self.metrics,
+            resync_period: self.resync_period,
+            parallelism: self.parallelism,
+            sync_on_create: self.sync_on_create,
+        }))
+    }
+}

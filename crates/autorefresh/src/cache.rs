@@ -1,0 +1,411 @@
+//! The cache handle callers use.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use autorefresh_core::{
+    CreateBatchesFunc, EntryHandle, Error, GetOrInsert, Item, Metrics, RateLimiter, Store, SyncFunc,
+};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::builder::AutoRefreshBuilder;
+use crate::engine;
+use crate::queue::WorkQueue;
+
+/// A cache that keeps the latest state of the items it tracks fresh in the background.
+///
+/// Callers create items with [`get_or_create`](Self::get_or_create) and read them with
+/// [`get`](Self::get); once [`start`](Self::start)ed, the cache calls the sync function on
+/// batches of its non-terminal items every resync period (and at once for a new item), with
+/// bounded parallelism, and retries failed batches after a per-item backoff. Reads never wait
+/// on the sync function.
+///
+/// `AutoRefresh` is a cheap [`Clone`] handle (an `Arc` inside); every method but
+/// [`start`](Self::start) is synchronous and callable from any thread, inside a runtime or
+/// not, before or after `start`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use autorefresh::{AutoRefresh, Batch, Item, ItemSyncResponse, SyncAction};
+/// use tokio_util::sync::CancellationToken;
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Job { polls: u32 }
+///
+/// impl Item for Job {
+///     fn is_terminal(&self) -> bool { self.polls >= 3 }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), autorefresh::Error> {
+/// let cache: AutoRefresh<String, Job> = AutoRefresh::builder("jobs")
+///     .sync(|batch: Batch<String, Job>| async move {
+///         Ok(batch
+///             .into_iter()
+///             .map(|w| {
+///                 let (id, job) = w.into_parts();
+///                 ItemSyncResponse { id, item: Job { polls: job.polls + 1 }, action: SyncAction::Update }
+///             })
+///             .collect())
+///     })
+///     .resync_period(Duration::from_secs(1))
+///     .build()?;
+///
+/// let running = cache.start(CancellationToken::new())?;
+/// cache.get_or_create("job-1".to_string(), Job { polls: 0 })?;
+/// tokio::time::sleep(Duration::from_secs(5)).await;
+/// assert_eq!(cache.get(&"job-1".to_string())?, Job { polls: 3 });
+/// running.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct AutoRefresh<K, V> {
+    shared: Arc<Shared<K, V>>,
+}
+
+impl<K, V> Clone for AutoRefresh<K, V> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<K: 'static, V: 'static> fmt::Debug for AutoRefresh<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AutoRefresh")
+            .field("name", &self.shared.name)
+            .field("len", &self.shared.store.len())
+            .field("resync_period", &self.shared.resync_period)
+            .field("parallelism", &self.shared.parallelism)
+            .field("queue", &self.shared.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the cache handle, the dispatcher and the workers share.
+pub(crate) struct Shared<K, V> {
+    pub(crate) name: String,
+    pub(crate) store: Box<dyn Store<K, V>>,
+    pub(crate) queue: Arc<WorkQueue<K, V>>,
+    pub(crate) sync: Box<dyn SyncFunc<K, V>>,
+    pub(crate) batcher: Box<dyn CreateBatchesFunc<K, V>>,
+    pub(crate) limiter: Arc<dyn RateLimiter<K>>,
+    pub(crate) metrics: Arc<dyn Metrics>,
+    /// Entries marked by `delete_delayed`, removed by the next sweep.
+    pub(crate) pending_deletes: Mutex<Vec<(K, EntryHandle<V>)>>,
+    pub(crate) resync_period: Duration,
+    pub(crate) parallelism: usize,
+    pub(crate) sync_on_create: bool,
+    started: AtomicBool,
+}
+
+/// The parts [`AutoRefreshBuilder::build`] assembles.
+pub(crate) struct Parts<K, V> {
+    pub(crate) name: String,
+    pub(crate) store: Box<dyn Store<K, V>>,
+    pub(crate) sync: Box<dyn SyncFunc<K, V>>,
+    pub(crate) batcher: Box<dyn CreateBatchesFunc<K, V>>,
+    pub(crate) limiter: Arc<dyn RateLimiter<K>>,
+    pub(crate) metrics: Arc<dyn Metrics>,
+    pub(crate) resync_period: Duration,
+    pub(crate) parallelism: usize,
+    pub(crate) sync_on_create: bool,
+}
+
+impl<K, V> Shared<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Item,
+{
+    /// Drops what the queue and the limiter hold for an entry that left the store.
+    pub(crate) fn forget(&self, id: &K, entry: &EntryHandle<V>) {
+        self.queue.remove(id, entry);
+        self.limiter.forget(id);
+    }
+}
+
+impl<K, V> AutoRefresh<K, V>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    V: Item,
+{
+    /// A builder for a cache called `name` (the name labels its metrics and errors).
+    pub fn builder(name: &str) -> AutoRefreshBuilder<K, V> {
+        AutoRefreshBuilder::new(name)
+    }
+
+    pub(crate) fn from_parts(parts: Parts<K, V>) -> Self {
+        let queue = Arc::new(WorkQueue::new());
+        let on_evict = {
+            let queue = Arc::clone(&queue);
+            let limiter = Arc::clone(&parts.limiter);
+            let metrics = Arc::clone(&parts.metrics);
+            move |id: &K, entry: &EntryHandle<V>| {
+                queue.remove(id, entry);
+                limiter.forget(id);
+                metrics.eviction();
+            }
+        };
+        parts.store.set_eviction_listener(Arc::new(on_evict));
+        Self {
+            shared: Arc::new(Shared {
+                name: parts.name,
+                store: parts.store,
+                queue,
+                sync: parts.sync,
+                batcher: parts.batcher,
+                limiter: parts.limiter,
+                metrics: parts.metrics,
+                pending_deletes: Mutex::new(Vec::new()),
+                resync_period: parts.resync_period,
+                parallelism: parts.parallelism,
+                sync_on_create: parts.sync_on_create,
+                started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Starts the background refresh: a dispatcher (sweeps every resync period, the first at
+    /// once) and `parallelism` workers, spawned on the current tokio runtime.
+    ///
+    /// Cancelling `token`, or [`Running::shutdown`], stops them. Items created before `start`
+    /// are synced once it runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyStarted`] if the cache was started before (a cache starts once, even
+    /// after a shutdown); [`Error::NoRuntime`] outside a tokio runtime.
+    pub fn start(&self, token: CancellationToken) -> Result<Running, Error> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::NoRuntime { name: self.shared.name.clone() })?;
+        if self.shared.started.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyStarted { name: self.shared.name.clone() });
+        }
+        let cancel = token.child_token();
+        let tracker = TaskTracker::new();
+        tracker
+            .spawn_on(engine::run_dispatcher(Arc::clone(&self.shared), cancel.clone()), &runtime);
+        for _ in 0..self.shared.parallelism {
+            tracker
+                .spawn_on(engine::run_worker(Arc::clone(&self.shared), cancel.clone()), &runtime);
+        }
+        tracker.close();
+        Ok(Running { cancel, tracker })
+    }
+
+    /// The item stored under `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the cache has no item under `id`.
+    pub fn get(&self, id: &K) -> Result<V, Error> {
+        match self.shared.store.get(id) {
+            Some(entry) => {
+                self.shared.metrics.cache_hit();
+                Ok(entry.load())
+            }
+            None => {
+                self.shared.metrics.cache_miss();
+                Err(Error::not_found(id))
+            }
+        }
+    }
+
+    /// The item stored under `id` if there is one, else `item`, inserted.
+    ///
+    /// It never replaces an existing item. A new non-terminal item is queued for a sync at
+    /// once when sync-on-create is on (the default). On a full cache, the least recently
+    /// used item is evicted to make room, never the new one.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` is the Go contract's and leaves room for stores that can fail.
+    pub fn get_or_create(&self, id: K, item: V) -> Result<V, Error> {
+        if let Some(entry) = self.shared.store.get(&id) {
+            self.shared.metrics.cache_hit();
+            return Ok(entry.load());
+        }
+        let queue_it = self.shared.sync_on_create && !item.is_terminal();
+        match self.shared.store.get_or_insert(id.clone(), EntryHandle::new(item)) {
+            GetOrInsert::Existing(entry) => {
+                self.shared.metrics.cache_hit();
+                Ok(entry.load())
+            }
+            GetOrInsert::Inserted(entry) => {
+                self.shared.metrics.cache_miss();
+                let item = entry.load();
+                if queue_it {
+                    self.shared.queue.add(id, entry);
+                }
+                Ok(item)
+            }
+        }
+    }
+
+    /// Replaces the item under `id` if there is one; returns whether it did.
+    ///
+    /// A refresh that was in flight when `update` ran does not overwrite the new item.
+    pub fn update(&self, id: &K, item: V) -> bool {
+        self.shared.store.get(id).is_some_and(|entry| entry.replace(item))
+    }
+
+    /// Removes the item under `id` now, if there is one. A refresh in flight for it is
+    /// discarded when it returns.
+    pub fn delete(&self, id: &K) {
+        if let Some(entry) = self.shared.store.remove(id) {
+            self.shared.forget(id, &entry);
+        }
+    }
+
+    /// Queues the item under `id` for deletion at the next sweep (Go: `DeleteDelayed`).
+    ///
+    /// Until then [`get`](Self::get) and [`get_or_create`](Self::get_or_create) keep returning
+    /// it, and it is no longer synced. An absent id is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` is the Go contract's.
+    pub fn delete_delayed(&self, id: &K) -> Result<(), Error> {
+        if let Some(entry) = self.shared.store.get(id) {
+            if entry.mark_delete_pending() {
+                self.shared.pending_deletes.lock().push((id.clone(), entry));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many items the cache holds.
+    pub fn len(&self) -> usize {
+        self.shared.store.len()
+    }
+
+    /// Whether the cache holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.shared.store.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn queue_stats(&self) -> crate::queue::QueueStats {
+        self.shared.queue.stats()
+    }
+}
+
+/// The running background refresh of a started cache, returned by [`AutoRefresh::start`].
+///
+/// Dropping it does not stop the refresh: cancel the token given to `start`, or call
+/// [`shutdown`](Self::shutdown) to stop and wait.
+#[must_use = "dropping `Running` leaves the refresh running; call `shutdown().await` to stop it"]
+pub struct Running {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("cancelled", &self.cancel.is_cancelled())
+            .field("tasks", &self.tracker.len())
+            .finish()
+    }
+}
+
+impl Running {
+    /// Stops the refresh and waits until every task it spawned has ended. A batch in flight is
+    /// dropped (its future is cancelled); reads and writes keep working afterwards.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
+
+    /// Whether the refresh was told to stop (by `shutdown` or the token given to `start`).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Waits until the refresh has stopped, however it was told to: use it when the token
+    /// given to `start` is cancelled elsewhere.
+    pub async fn stopped(&self) {
+        self.cancel.cancelled().await;
+        self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use autorefresh_core::{Batch, ItemSyncResponse, SyncAction};
+
+    use super::*;
+    use crate::queue::QueueStats;
+
+    #[derive(Clone, Debug)]
+    struct Step(u32);
+
+    impl Item for Step {
+        fn is_terminal(&self) -> bool {
+            self.0 >= 3
+        }
+    }
+
+    /// Per-item state outside the store (queue slots) is dropped once items are terminal,
+    /// deleted or evicted, even after failures.
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_empties_once_every_item_is_terminal_or_gone() {
+        let failing = Arc::new(AtomicBool::new(true));
+        let sync = {
+            let failing = Arc::clone(&failing);
+            move |batch: Batch<u32, Step>| {
+                let failing = failing.load(Ordering::SeqCst);
+                async move {
+                    if failing {
+                        return Err("down".into());
+                    }
+                    Ok(batch
+                        .into_iter()
+                        .map(|w| ItemSyncResponse {
+                            id: *w.id(),
+                            item: Step(w.item().0 + 1),
+                            action: SyncAction::Update,
+                        })
+                        .collect())
+                }
+            }
+        };
+        let cache: AutoRefresh<u32, Step> = AutoRefresh::builder("queue")
+            .sync(sync)
+            .capacity(40)
+            .resync_period(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let running = cache.start(CancellationToken::new()).unwrap();
+        for i in 0..50 {
+            cache.get_or_create(i, Step(0)).unwrap(); // the first 10 are evicted
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(cache.queue_stats().tracked > 0);
+        for i in 10..20 {
+            cache.delete(&i);
+        }
+        for i in 20..30 {
+            cache.delete_delayed(&i).unwrap();
+        }
+        failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(cache.queue_stats(), QueueStats::default());
+        assert_eq!(cache.len(), 20);
+        assert!((30..50).all(|i| cache.get(&i).unwrap().0 == 3));
+        running.shutdown().await;
+    }
+}

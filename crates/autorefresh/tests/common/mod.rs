@@ -1,0 +1,223 @@
+//! Shared fixtures: a small item, a fake external service that records every call, and a
+//! metrics recorder.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use autorefresh::{Batch, Item, ItemSyncResponse, Metrics, SyncAction, SyncError, SyncFailureKind};
+use tokio::time::Instant;
+
+/// A counter that is terminal once it reaches its target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counter {
+    pub value: u32,
+    pub target: u32,
+}
+
+impl Counter {
+    pub fn new(target: u32) -> Self {
+        Self { value: 0, target }
+    }
+}
+
+impl Item for Counter {
+    fn is_terminal(&self) -> bool {
+        self.value >= self.target
+    }
+}
+
+pub fn id(n: usize) -> String {
+    format!("item-{n}")
+}
+
+/// What the fake external service does with a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Every item's value goes up by one.
+    Increment,
+    /// The call fails with an error.
+    Fail,
+    /// The call panics.
+    Panic,
+    /// Nothing changed.
+    Unchanged,
+}
+
+/// A fake external service: records every call, the ids in flight, and any overlap.
+#[derive(Default)]
+pub struct Service {
+    state: Mutex<ServiceState>,
+    pub calls: AtomicUsize,
+}
+
+#[derive(Default)]
+struct ServiceState {
+    behaviour: Option<Behaviour>,
+    delay: Duration,
+    in_flight: HashSet<String>,
+    /// Ids sent while already in flight: must stay empty.
+    overlaps: Vec<String>,
+    /// Every time each id was sent.
+    attempts: HashMap<String, Vec<Instant>>,
+    batch_sizes: Vec<usize>,
+    seen_terminal: Vec<String>,
+}
+
+impl Service {
+    pub fn new(behaviour: Behaviour) -> Arc<Self> {
+        let service = Self::default();
+        service.state.lock().unwrap().behaviour = Some(behaviour);
+        Arc::new(service)
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.state.lock().unwrap().behaviour = Some(behaviour);
+    }
+
+    /// Each call takes this long (on tokio time).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
+    pub fn overlaps(&self) -> Vec<String> {
+        self.state.lock().unwrap().overlaps.clone()
+    }
+
+    pub fn attempts(&self, id: &str) -> Vec<Instant> {
+        self.state.lock().unwrap().attempts.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn attempted_ids(&self) -> HashSet<String> {
+        self.state.lock().unwrap().attempts.keys().cloned().collect()
+    }
+
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.state.lock().unwrap().batch_sizes.clone()
+    }
+
+    pub fn seen_terminal(&self) -> Vec<String> {
+        self.state.lock().unwrap().seen_terminal.clone()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub async fn sync(
+        self: Arc<Self>,
+        batch: Batch<String, Counter>,
+    ) -> Result<Vec<ItemSyncResponse<String, Counter>>, SyncError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (behaviour, delay) = {
+            let mut state = self.state.lock().unwrap();
+            state.batch_sizes.push(batch.len());
+            let now = Instant::now();
+            for w in &batch {
+                if w.item().is_terminal() {
+                    state.seen_terminal.push(w.id().clone());
+                }
+                if !state.in_flight.insert(w.id().clone()) {
+                    state.overlaps.push(w.id().clone());
+                }
+                state.attempts.entry(w.id().clone()).or_default().push(now);
+            }
+            (state.behaviour.unwrap_or(Behaviour::Increment), state.delay)
+        };
+        let ids: Vec<String> = batch.iter().map(|w| w.id().clone()).collect();
+        let _guard = InFlightGuard { service: &self, ids };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        match behaviour {
+            Behaviour::Increment => Ok(batch
+                .into_iter()
+                .map(|w| {
+                    let (id, mut item) = w.into_parts();
+                    item.value += 1;
+                    ItemSyncResponse { id, item, action: SyncAction::Update }
+                })
+                .collect()),
+            Behaviour::Unchanged => Ok(Vec::new()),
+            Behaviour::Fail => Err("the external system is down".into()),
+            Behaviour::Panic => panic!("sync function panicked on purpose"),
+        }
+    }
+}
+
+/// Takes the batch's ids out of flight however the call ends (return, panic or drop).
+struct InFlightGuard<'a> {
+    service: &'a Service,
+    ids: Vec<String>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.service.state.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            state.in_flight.remove(id);
+        }
+    }
+}
+
+/// The future a fixture sync closure returns.
+pub type SyncFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = autorefresh::SyncResult<String, Counter>> + Send>,
+>;
+
+/// A sync closure calling `service`.
+pub fn sync_with(
+    service: &Arc<Service>,
+) -> impl Fn(Batch<String, Counter>) -> SyncFuture + Send + Sync + 'static {
+    let service = Arc::clone(service);
+    move |batch| Box::pin(Arc::clone(&service).sync(batch))
+}
+
+/// Counts every metrics event.
+#[derive(Default, Debug)]
+pub struct Recorder {
+    pub hits: AtomicUsize,
+    pub misses: AtomicUsize,
+    pub evictions: AtomicUsize,
+    pub synced_batches: AtomicUsize,
+    pub errors: AtomicUsize,
+    pub panics: AtomicUsize,
+    pub ignored: AtomicUsize,
+}
+
+impl Metrics for Recorder {
+    fn cache_hit(&self) {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+    }
+    fn cache_miss(&self) {
+        self.misses.fetch_add(1, Ordering::SeqCst);
+    }
+    fn eviction(&self) {
+        self.evictions.fetch_add(1, Ordering::SeqCst);
+    }
+    fn batch_synced(&self, _items: usize, _elapsed: Duration) {
+        self.synced_batches.fetch_add(1, Ordering::SeqCst);
+    }
+    fn sync_error(&self, kind: SyncFailureKind, _items: usize) {
+        match kind {
+            SyncFailureKind::Panic => self.panics.fetch_add(1, Ordering::SeqCst),
+            _ => self.errors.fetch_add(1, Ordering::SeqCst),
+        };
+    }
+    fn ignored_response(&self) {
+        self.ignored.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+pub fn load(counter: &AtomicUsize) -> usize {
+    counter.load(Ordering::SeqCst)
+}
+
+/// Lets spawned tasks run to their next await without moving the clock.
+pub async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
