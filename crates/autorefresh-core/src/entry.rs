@@ -26,6 +26,7 @@ struct Cell<V> {
     item: V,
     version: u64,
     state: EntryState,
+    refreshed_at: u64,
 }
 
 /// A handle to the value a store keeps for one id.
@@ -75,7 +76,8 @@ impl<V> fmt::Debug for EntryHandle<V> {
 impl<V> EntryHandle<V> {
     /// A new live entry holding `item`.
     pub fn new(item: V) -> Self {
-        Self { cell: Arc::new(RwLock::new(Cell { item, version: 0, state: EntryState::Live })) }
+        let cell = Cell { item, version: 0, state: EntryState::Live, refreshed_at: 0 };
+        Self { cell: Arc::new(RwLock::new(cell)) }
     }
 
     /// Runs `f` on the current value without cloning it.
@@ -126,6 +128,19 @@ impl<V> EntryHandle<V> {
     /// Marks the entry removed from its store. Stores call this for every entry they drop.
     pub fn mark_removed(&self) {
         self.cell.write().unwrap_or_else(PoisonError::into_inner).state = EntryState::Removed;
+    }
+
+    /// When the entry was last refreshed (or created), in ticks of the caller's clock (the
+    /// cache counts nanoseconds since it was built); 0 until set.
+    pub fn refreshed_at(&self) -> u64 {
+        self.cell.read().unwrap_or_else(PoisonError::into_inner).refreshed_at
+    }
+
+    /// Records a refresh (or the creation) at `ticks`; an earlier time than the one recorded
+    /// is ignored.
+    pub fn set_refreshed_at(&self, ticks: u64) {
+        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        cell.refreshed_at = cell.refreshed_at.max(ticks);
     }
 
     /// Whether both handles refer to the same entry (not merely equal values).

@@ -44,6 +44,7 @@ mod error;
 mod item;
 mod limiter;
 mod metrics;
+mod retry_after;
 mod store;
 mod sync;
 
@@ -53,5 +54,6 @@ pub use error::Error;
 pub use item::{Batch, Item, ItemWrapper};
 pub use limiter::RateLimiter;
 pub use metrics::{Metrics, NoopMetrics, SyncFailureKind};
+pub use retry_after::RetryAfter;
 pub use store::{EvictionListener, GetOrInsert, Store};
 pub use sync::{ItemSyncResponse, SyncAction, SyncError, SyncFunc, SyncResult};
