@@ -29,6 +29,19 @@ struct Cell<V> {
     refreshed_at: u64,
 }
 
+/// What [`EntryHandle::snapshot`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntrySnapshot<V> {
+    /// A clone of the value.
+    pub item: V,
+    /// Its version.
+    pub version: EntryVersion,
+    /// Where the entry is in its life.
+    pub state: EntryState,
+    /// When it was last refreshed (see [`EntryHandle::refreshed_at`]).
+    pub refreshed_at: u64,
+}
+
 /// A handle to the value a store keeps for one id.
 ///
 /// Stores map each id to an `EntryHandle`; the cache reads and replaces the value through the
@@ -48,6 +61,10 @@ struct Cell<V> {
 /// assert!(entry.replace(2));                        // a caller's update bumps the version
 /// assert!(!entry.replace_if_version(version, 3));   // so a refresh from before it is dropped
 /// assert_eq!(entry.load(), 2);
+///
+/// let snapshot = entry.snapshot();
+/// assert!(entry.apply_refresh(snapshot.version, None, 10)); // an unchanged refresh at tick 10
+/// assert_eq!(entry.refreshed_at(), 10);
 ///
 /// entry.mark_removed();
 /// assert_eq!(entry.state(), EntryState::Removed);
@@ -114,6 +131,23 @@ impl<V> EntryHandle<V> {
         true
     }
 
+    /// Records a successful refresh of the entry as it was at `version`, at `ticks`: stores
+    /// `item` if given (bumping the version) and the refresh time, only if the entry is still
+    /// live at that version (see [`replace_if_version`](Self::replace_if_version)). Returns
+    /// whether it did.
+    pub fn apply_refresh(&self, version: EntryVersion, item: Option<V>, ticks: u64) -> bool {
+        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        if cell.state != EntryState::Live || cell.version != version.0 {
+            return false;
+        }
+        if let Some(item) = item {
+            cell.item = item;
+            cell.version += 1;
+        }
+        cell.refreshed_at = cell.refreshed_at.max(ticks);
+        true
+    }
+
     /// Marks a live entry pending a delayed delete; returns whether it was live (`false` if it
     /// was already pending or removed).
     pub fn mark_delete_pending(&self) -> bool {
@@ -161,9 +195,14 @@ impl<V: Clone> EntryHandle<V> {
         (cell.item.clone(), EntryVersion(cell.version))
     }
 
-    /// The value, its version and the entry's state, read at once.
-    pub fn snapshot(&self) -> (V, EntryVersion, EntryState) {
+    /// The value, its version, the entry's state and its refresh time, read at once.
+    pub fn snapshot(&self) -> EntrySnapshot<V> {
         let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
-        (cell.item.clone(), EntryVersion(cell.version), cell.state)
+        EntrySnapshot {
+            item: cell.item.clone(),
+            version: EntryVersion(cell.version),
+            state: cell.state,
+            refreshed_at: cell.refreshed_at,
+        }
     }
 }

@@ -49,7 +49,7 @@ mod store;
 mod sync;
 
 pub use batches::{CreateBatchesFunc, FixedSizeBatches, SingleItemBatches};
-pub use entry::{EntryHandle, EntryState, EntryVersion};
+pub use entry::{EntryHandle, EntrySnapshot, EntryState, EntryVersion};
 pub use error::Error;
 pub use item::{Batch, Item, ItemWrapper};
 pub use limiter::RateLimiter;
