@@ -6,12 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autorefresh_core::{
-    CreateBatchesFunc, Error, Item, Metrics, NoopMetrics, RateLimiter, SingleItemBatches, Store,
-    SyncFunc,
+    Batch, CreateBatchesFunc, Error, FixedSizeBatches, Item, ItemSyncResponse, Metrics,
+    NoopMetrics, RateLimiter, SingleItemBatches, Store, SyncError, SyncFunc,
 };
 use autorefresh_moka::MokaStore;
+use autorefresh_tower::retry::{retry_layer, BackoffRetryPolicy};
+use autorefresh_tower::timeout::TimeoutLayer;
+use tower::{Layer, Service};
 
 use crate::cache::{AutoRefresh, Parts};
+use crate::config::AutoRefreshConfig;
+use crate::sync_service::{boxed_layer, ApplyLayer, SyncPath, SyncService};
 
 /// The default resync period: 30 s.
 pub const DEFAULT_RESYNC_PERIOD: Duration = Duration::from_secs(30);
@@ -67,7 +72,8 @@ pub const DEFAULT_CAPACITY: u64 = 10_000;
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct AutoRefreshBuilder<K, V> {
     name: String,
-    sync: Option<Box<dyn SyncFunc<K, V>>>,
+    sync: Option<Arc<dyn SyncFunc<K, V>>>,
+    layers: Vec<ApplyLayer<K, V>>,
     batcher: Box<dyn CreateBatchesFunc<K, V>>,
     limiter: Option<Arc<dyn RateLimiter<K>>>,
     store: Option<Box<dyn Store<K, V>>>,
@@ -76,6 +82,8 @@ pub struct AutoRefreshBuilder<K, V> {
     parallelism: usize,
     capacity: Option<u64>,
     sync_on_create: bool,
+    /// The first error found by `config`, reported by `build`.
+    config_error: Option<Error>,
 }
 
 impl<K, V> fmt::Debug for AutoRefreshBuilder<K, V> {
@@ -102,6 +110,7 @@ where
         Self {
             name: name.to_owned(),
             sync: None,
+            layers: Vec::new(),
             batcher: Box::new(SingleItemBatches),
             limiter: None,
             store: None,
@@ -110,12 +119,57 @@ where
             parallelism: DEFAULT_PARALLELISM,
             capacity: None,
             sync_on_create: true,
+            config_error: None,
         }
     }
 
     /// The function that fetches the latest state of a batch of items. Required.
     pub fn sync(mut self, sync: impl SyncFunc<K, V>) -> Self {
-        self.sync = Some(Box::new(sync));
+        self.sync = Some(Arc::new(sync));
+        self
+    }
+
+    /// Wraps the sync path in a tower [`Layer`], as `tower::ServiceBuilder::layer` does: the
+    /// first layer given is the outermost. The layers are applied once, at `build`, and the
+    /// resulting service is cloned into each worker, so state a layer shares between clones
+    /// (a concurrency limit's semaphore, a rate limiter's bucket) is shared by all workers.
+    ///
+    /// `autorefresh-tower` (re-exported as [`crate::tower`]) has the layers this domain needs:
+    /// timeout, retry, concurrency limit and rate limit. A batch that fails through a layer
+    /// (a timeout, say) counts as a failed sync: its items are retried after their backoff.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use autorefresh::{AutoRefresh, Batch, Item};
+    /// use autorefresh::tower::timeout::TimeoutLayer;
+    ///
+    /// #[derive(Clone)]
+    /// struct Job;
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { false }
+    /// }
+    ///
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .layer(TimeoutLayer::new(Duration::from_secs(30)))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(cache);
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<SyncService<K, V>> + Send + 'static,
+        L::Service: Service<Batch<K, V>, Response = Vec<ItemSyncResponse<K, V>>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Batch<K, V>>>::Error: Into<SyncError>,
+        <L::Service as Service<Batch<K, V>>>::Future: Send + 'static,
+    {
+        self.layers.push(boxed_layer(layer));
         self
     }
 
@@ -173,6 +227,63 @@ where
         self
     }
 
+    /// Applies settings read from a configuration file: each field set there overrides what
+    /// was set before, and later builder calls override it. `batch_size` sets a
+    /// [`FixedSizeBatches`] batcher, `limiter` the rate limiter, and `retry_attempts` and
+    /// `timeout` add a retry layer and, inside it, a timeout layer (each attempt has its own
+    /// timeout). A bad value is reported by [`build`](Self::build), naming the field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use autorefresh::{AutoRefresh, AutoRefreshConfig, Batch, Error, Item};
+    ///
+    /// #[derive(Clone)]
+    /// struct Job;
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { false }
+    /// }
+    ///
+    /// let config: AutoRefreshConfig = toml::from_str("batch_size = 0").unwrap();
+    /// let err = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .config(config)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::InvalidConfig { field: "batch_size", .. }));
+    /// ```
+    pub fn config(mut self, config: AutoRefreshConfig) -> Self {
+        let checked = config
+            .limiter
+            .build::<K>()
+            .and_then(|limiter| Ok((limiter, config.batch_size()?, config.timeout()?)));
+        let (limiter, batch_size, timeout) = match checked {
+            Ok(checked) => checked,
+            Err(err) => {
+                self.config_error.get_or_insert(err);
+                return self;
+            }
+        };
+        self = self
+            .resync_period(config.resync_period)
+            .parallelism(config.parallelism)
+            .sync_on_create(config.sync_on_create)
+            .rate_limiter(limiter);
+        if let Some(capacity) = config.capacity {
+            self = self.capacity(capacity);
+        }
+        if let Some(size) = batch_size {
+            self = self.create_batches(FixedSizeBatches::new(size));
+        }
+        if config.retry_attempts > 0 {
+            self = self.layer(retry_layer(BackoffRetryPolicy::new(config.retry_attempts)));
+        }
+        if let Some(timeout) = timeout {
+            self = self.layer(TimeoutLayer::new(timeout));
+        }
+        self
+    }
+
     /// Checks the configuration and builds the cache.
     ///
     /// # Errors
@@ -183,6 +294,9 @@ where
     pub fn build(self) -> Result<AutoRefresh<K, V>, Error> {
         let invalid =
             |field, reason: &str| Error::InvalidConfig { field, reason: reason.to_owned() };
+        if let Some(err) = self.config_error {
+            return Err(err);
+        }
         let sync = self.sync.ok_or_else(|| invalid("sync", "is required: call `.sync(...)`"))?;
         if self.parallelism == 0 {
             return Err(invalid("parallelism", "must be at least 1, got 0"));
@@ -208,7 +322,7 @@ where
         Ok(AutoRefresh::from_parts(Parts {
             name: self.name,
             store,
-            sync,
+            sync: SyncPath::new(sync, self.layers),
             batcher: self.batcher,
             limiter,
             metrics: self.metrics,

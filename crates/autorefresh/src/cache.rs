@@ -2,20 +2,22 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use autorefresh_core::{
-    CreateBatchesFunc, EntryHandle, Error, GetOrInsert, Item, Metrics, RateLimiter, Store, SyncFunc,
+    CreateBatchesFunc, EntryHandle, Error, GetOrInsert, Item, Metrics, RateLimiter, Store,
 };
 use parking_lot::Mutex;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::AutoRefreshBuilder;
 use crate::engine;
 use crate::queue::WorkQueue;
+use crate::sync_service::SyncPath;
 
 /// A cache that keeps the latest state of the items it tracks fresh in the background.
 ///
@@ -93,10 +95,14 @@ pub(crate) struct Shared<K, V> {
     pub(crate) name: String,
     pub(crate) store: Box<dyn Store<K, V>>,
     pub(crate) queue: Arc<WorkQueue<K, V>>,
-    pub(crate) sync: Box<dyn SyncFunc<K, V>>,
+    pub(crate) sync: SyncPath<K, V>,
     pub(crate) batcher: Box<dyn CreateBatchesFunc<K, V>>,
     pub(crate) limiter: Arc<dyn RateLimiter<K>>,
     pub(crate) metrics: Arc<dyn Metrics>,
+    /// Per worker: when its batch in flight started (ticks + 1), or 0 when idle.
+    pub(crate) in_flight: Box<[AtomicU64]>,
+    /// The origin of the cache's ticks (see [`Shared::ticks`]).
+    epoch: Instant,
     /// Entries marked by `delete_delayed`, removed by the next sweep.
     pub(crate) pending_deletes: Mutex<Vec<(K, EntryHandle<V>)>>,
     pub(crate) resync_period: Duration,
@@ -109,13 +115,22 @@ pub(crate) struct Shared<K, V> {
 pub(crate) struct Parts<K, V> {
     pub(crate) name: String,
     pub(crate) store: Box<dyn Store<K, V>>,
-    pub(crate) sync: Box<dyn SyncFunc<K, V>>,
+    pub(crate) sync: SyncPath<K, V>,
     pub(crate) batcher: Box<dyn CreateBatchesFunc<K, V>>,
     pub(crate) limiter: Arc<dyn RateLimiter<K>>,
     pub(crate) metrics: Arc<dyn Metrics>,
     pub(crate) resync_period: Duration,
     pub(crate) parallelism: usize,
     pub(crate) sync_on_create: bool,
+}
+
+impl<K, V> Shared<K, V> {
+    /// Nanoseconds of tokio time since the cache was built: the unit of entries' refresh
+    /// times.
+    pub(crate) fn ticks(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.epoch);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 impl<K, V> Shared<K, V>
@@ -162,6 +177,8 @@ where
                 batcher: parts.batcher,
                 limiter: parts.limiter,
                 metrics: parts.metrics,
+                in_flight: (0..parts.parallelism).map(|_| AtomicU64::new(0)).collect(),
+                epoch: Instant::now(),
                 pending_deletes: Mutex::new(Vec::new()),
                 resync_period: parts.resync_period,
                 parallelism: parts.parallelism,
@@ -196,9 +213,9 @@ where
         let tracker = TaskTracker::new();
         tracker
             .spawn_on(engine::run_dispatcher(Arc::clone(&self.shared), cancel.clone()), &runtime);
-        for _ in 0..self.shared.parallelism {
-            tracker
-                .spawn_on(engine::run_worker(Arc::clone(&self.shared), cancel.clone()), &runtime);
+        for index in 0..self.shared.parallelism {
+            let worker = engine::run_worker(Arc::clone(&self.shared), index, cancel.clone());
+            tracker.spawn_on(worker, &runtime);
         }
         tracker.close();
         Ok(Running { cancel, tracker })
@@ -244,9 +261,10 @@ where
             }
             GetOrInsert::Inserted(entry) => {
                 self.shared.metrics.cache_miss();
+                entry.set_refreshed_at(self.shared.ticks());
                 let item = entry.load();
-                if queue_it {
-                    self.shared.queue.add(id, entry);
+                if queue_it && self.shared.queue.add(id, entry) {
+                    self.shared.metrics.queue_added(1);
                 }
                 Ok(item)
             }

@@ -1,30 +1,40 @@
 //! The background refresh: the dispatcher (sweeps, retry timers, batching) and the workers.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use autorefresh_core::{
-    EntryHandle, EntryState, EntryVersion, Item, ItemSyncResponse, ItemWrapper, SyncAction,
-    SyncFailureKind,
+    EntryHandle, EntryState, EntryVersion, Item, ItemSyncResponse, ItemWrapper, RetryAfter,
+    SyncAction, SyncFailureKind, SyncResult,
 };
 use futures_util::FutureExt;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::cache::Shared;
-use crate::queue::Outcome;
+use crate::queue::{Outcome, TakenBatch};
+use crate::sync_service::SyncPath;
+
+/// How often the dispatcher reports the work in flight.
+const UNFINISHED_WORK_PERIOD: Duration = Duration::from_secs(1);
 
 /// The dispatcher task: every `resync_period` a sweep queues the non-terminal items; retries
 /// are promoted when their deadline passes; due items are batched for the workers.
 pub(crate) async fn run_dispatcher<K, V>(shared: Arc<Shared<K, V>>, cancel: CancellationToken)
 where
-    K: Hash + Eq + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
     let mut sweeps = tokio::time::interval(shared.resync_period);
     sweeps.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut reports = tokio::time::interval(UNFINISHED_WORK_PERIOD);
+    reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let next_retry = shared.queue.promote_due();
         if shared.queue.has_pooled() {
@@ -46,6 +56,7 @@ where
             _ = sweeps.tick() => sweep(&shared),
             () = retry_timer => {}
             () = shared.queue.dispatcher_woken() => {}
+            _ = reports.tick() => report_unfinished_work(&shared),
         }
     }
 }
@@ -56,6 +67,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
+    let _span = tracing::debug_span!("autorefresh.sweep", cache = %shared.name).entered();
     for (id, entry) in std::mem::take(&mut *shared.pending_deletes.lock()) {
         if shared.store.remove_entry(&id, &entry) {
             shared.forget(&id, &entry);
@@ -64,15 +76,27 @@ where
 
     const CHUNK: usize = 4096;
     let mut due = Vec::with_capacity(CHUNK);
+    let mut added = 0;
+    let mut stalest: Option<u64> = None;
     shared.store.for_each_entry(&mut |id, entry| {
-        if entry.with(|item| !item.is_terminal()) && entry.state() == EntryState::Live {
-            due.push((id.clone(), entry.clone()));
-            if due.len() == CHUNK {
-                shared.queue.add_all(due.drain(..));
+        let refreshed_at = entry.with(|item| (!item.is_terminal()).then(|| entry.refreshed_at()));
+        if let Some(refreshed_at) = refreshed_at {
+            if entry.state() == EntryState::Live {
+                stalest = Some(stalest.map_or(refreshed_at, |s| s.min(refreshed_at)));
+                due.push((id.clone(), entry.clone()));
+                if due.len() == CHUNK {
+                    added += shared.queue.add_all(due.drain(..));
+                }
             }
         }
     });
-    shared.queue.add_all(due);
+    added += shared.queue.add_all(due);
+    shared.metrics.queue_added(added);
+    shared.metrics.size(shared.store.len());
+    if let Some(stalest) = stalest {
+        shared.metrics.staleness(Duration::from_nanos(shared.ticks().saturating_sub(stalest)));
+    }
+    tracing::debug!(cache = %shared.name, queued = added, "sweep done");
 }
 
 /// Hands the due items to the batcher and queues its batches for the workers.
@@ -85,9 +109,9 @@ where
     let mut ids = Vec::with_capacity(taken.len());
     let mut items = Vec::with_capacity(taken.len());
     for (id, entry) in taken {
-        let (item, _, state) = entry.snapshot();
-        if state == EntryState::Live && !item.is_terminal() {
-            items.push(ItemWrapper::new(id.clone(), item));
+        let snapshot = entry.snapshot();
+        if snapshot.state == EntryState::Live && !snapshot.item.is_terminal() {
+            items.push(ItemWrapper::new(id.clone(), snapshot.item));
         } else {
             shared.limiter.forget(&id);
         }
@@ -106,19 +130,32 @@ where
                 .map(|batch| batch.into_iter().map(|w| w.into_parts().0).collect())
                 .collect();
             shared.queue.push_batches(&ids, batches);
+            shared.metrics.queue_depth(shared.queue.depth());
         }
-        Ok(Err(_)) => retry_after_failure(shared, SyncFailureKind::Error, ids),
-        Err(_) => retry_after_failure(shared, SyncFailureKind::Panic, ids),
+        Ok(Err(err)) => {
+            tracing::warn!(cache = %shared.name, items = ids.len(), error = %err, "batcher failed");
+            retry_after_batcher_failure(shared, SyncFailureKind::Error, ids);
+        }
+        Err(panic) => {
+            tracing::warn!(
+                cache = %shared.name,
+                items = ids.len(),
+                panic = panic_message(&*panic),
+                "batcher panicked"
+            );
+            retry_after_batcher_failure(shared, SyncFailureKind::Panic, ids);
+        }
     }
 }
 
 /// The batcher failed: every id it was given is retried after its backoff.
-fn retry_after_failure<K, V>(shared: &Shared<K, V>, kind: SyncFailureKind, ids: Vec<K>)
+fn retry_after_batcher_failure<K, V>(shared: &Shared<K, V>, kind: SyncFailureKind, ids: Vec<K>)
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
     shared.metrics.sync_error(kind, ids.len());
+    shared.metrics.retried(ids.len());
     let backoffs = ids.into_iter().map(|id| {
         let backoff = shared.limiter.when(&id);
         (id, backoff)
@@ -126,12 +163,32 @@ where
     shared.queue.fail_batching(backoffs.collect());
 }
 
-/// One worker: takes batches until cancelled. A batch in flight at cancellation is dropped.
-pub(crate) async fn run_worker<K, V>(shared: Arc<Shared<K, V>>, cancel: CancellationToken)
-where
-    K: Hash + Eq + Clone + std::fmt::Debug + Send + Sync + 'static,
+/// Reports the batches in flight: their summed running time and the longest one's.
+fn report_unfinished_work<K, V>(shared: &Shared<K, V>) {
+    let now = shared.ticks();
+    let (mut total, mut longest) = (0_u64, 0_u64);
+    for slot in shared.in_flight.iter() {
+        let started = slot.load(Ordering::Relaxed);
+        if started != 0 {
+            let running = now.saturating_sub(started - 1);
+            total = total.saturating_add(running);
+            longest = longest.max(running);
+        }
+    }
+    shared.metrics.unfinished_work(Duration::from_nanos(total), Duration::from_nanos(longest));
+}
+
+/// Worker `index`: takes batches until cancelled. A batch in flight at cancellation is
+/// dropped.
+pub(crate) async fn run_worker<K, V>(
+    shared: Arc<Shared<K, V>>,
+    index: usize,
+    cancel: CancellationToken,
+) where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
+    let mut service = shared.sync.clone();
     loop {
         tokio::select! {
             biased;
@@ -140,7 +197,7 @@ where
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => return,
-                    () = sync_batch(&shared, batch) => {}
+                    () = sync_batch(&shared, index, &mut service, batch) => {}
                 }
             }
         }
@@ -154,43 +211,77 @@ struct Dispatched<K, V> {
     version: EntryVersion,
 }
 
-async fn sync_batch<K, V>(shared: &Shared<K, V>, batch: Vec<(K, EntryHandle<V>)>)
-where
+async fn sync_batch<K, V>(
+    shared: &Shared<K, V>,
+    index: usize,
+    service: &mut SyncPath<K, V>,
+    batch: TakenBatch<K, V>,
+) where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut dispatched = Vec::with_capacity(batch.len());
-    let mut wrappers = Vec::with_capacity(batch.len());
-    for (id, entry) in batch {
-        let (item, version, state) = entry.snapshot();
-        if state == EntryState::Live && !item.is_terminal() {
-            wrappers.push(ItemWrapper::new(id.clone(), item));
-            dispatched.push(Dispatched { id, entry, version });
+    let now = shared.ticks();
+    shared.metrics.queue_latency(Instant::now().saturating_duration_since(batch.oldest_due));
+    shared.metrics.queue_depth(batch.depth);
+    let mut outcomes = Vec::with_capacity(batch.items.len());
+    let mut dispatched = Vec::with_capacity(batch.items.len());
+    let mut wrappers = Vec::with_capacity(batch.items.len());
+    let mut stalest = now;
+    for (id, entry) in batch.items {
+        let snapshot = entry.snapshot();
+        if snapshot.state == EntryState::Live && !snapshot.item.is_terminal() {
+            stalest = stalest.min(snapshot.refreshed_at);
+            wrappers.push(ItemWrapper::new(id.clone(), snapshot.item));
+            dispatched.push(Dispatched { id, entry, version: snapshot.version });
         } else {
             shared.limiter.forget(&id);
             outcomes.push((id, Outcome::Done));
         }
     }
     if !dispatched.is_empty() {
+        shared.metrics.age_at_sync(Duration::from_nanos(now - stalest));
+        let span = tracing::debug_span!(
+            "autorefresh.batch",
+            cache = %shared.name,
+            items = dispatched.len(),
+            attempt = shared.limiter.num_requeues(&dispatched[0].id) + 1,
+        );
+        shared.in_flight[index].store(now + 1, Ordering::Relaxed);
         let started = Instant::now();
-        // A panic is caught whether it comes from the call itself or from its future.
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| shared.sync.sync(wrappers)));
-        let result = match call {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
+        let result = call(service, wrappers).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        shared.in_flight[index].store(0, Ordering::Relaxed);
+        let _entered = span.enter();
         let failure = match result {
             Ok(Ok(responses)) => {
-                shared.metrics.batch_synced(dispatched.len(), started.elapsed());
+                shared.metrics.batch_synced(dispatched.len(), elapsed);
                 apply(shared, &dispatched, responses);
                 None
             }
-            Ok(Err(_)) => Some(SyncFailureKind::Error),
-            Err(_) => Some(SyncFailureKind::Panic),
+            Ok(Err(err)) => {
+                let kind = if autorefresh_tower::timeout::is_timeout(err.as_ref()) {
+                    SyncFailureKind::Timeout
+                } else {
+                    SyncFailureKind::Error
+                };
+                tracing::warn!(cache = %shared.name, items = dispatched.len(), kind = kind.as_str(), error = %err, "sync failed");
+                Some((kind, RetryAfter::find(err.as_ref())))
+            }
+            Err(panic) => {
+                tracing::warn!(
+                    cache = %shared.name,
+                    items = dispatched.len(),
+                    panic = panic_message(&*panic),
+                    "sync panicked"
+                );
+                // The service may have been left mid-call: start again from the shared one.
+                *service = shared.sync.clone();
+                Some((SyncFailureKind::Panic, None))
+            }
         };
-        if let Some(kind) = failure {
+        if let Some((kind, _)) = failure {
             shared.metrics.sync_error(kind, dispatched.len());
+            shared.metrics.retried(dispatched.len());
         }
         outcomes.extend(dispatched.into_iter().map(|d| {
             let outcome = match failure {
@@ -198,7 +289,10 @@ where
                     shared.limiter.forget(&d.id);
                     Outcome::Done
                 }
-                Some(_) => Outcome::Retry(shared.limiter.when(&d.id)),
+                Some((_, retry_after)) => {
+                    let backoff = shared.limiter.when(&d.id);
+                    Outcome::Retry(retry_after.map_or(backoff, |after| after.max(backoff)))
+                }
             };
             (d.id, outcome)
         }));
@@ -208,10 +302,23 @@ where
     }
 }
 
+/// Calls the sync path once, catching a panic from the call or from its future.
+async fn call<K, V>(
+    service: &mut SyncPath<K, V>,
+    batch: Vec<ItemWrapper<K, V>>,
+) -> Result<SyncResult<K, V>, Box<dyn Any + Send>>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    AssertUnwindSafe(service.call(batch)).catch_unwind().await
+}
+
 /// Batches up to this size find their responses by a linear scan; larger ones build an index.
 const LINEAR_LOOKUP_MAX: usize = 16;
 
-/// Stores each `Update` whose entry is still the one dispatched, at the version dispatched.
+/// Stores each `Update` whose entry is still the one dispatched, at the version dispatched,
+/// and records every dispatched entry still at that version as refreshed now.
 fn apply<K, V>(
     shared: &Shared<K, V>,
     dispatched: &[Dispatched<K, V>],
@@ -220,19 +327,33 @@ fn apply<K, V>(
     K: Hash + Eq,
     V: Item,
 {
+    let now = shared.ticks();
     let index: Option<HashMap<&K, usize>> = (dispatched.len() > LINEAR_LOOKUP_MAX)
         .then(|| dispatched.iter().enumerate().map(|(i, d)| (&d.id, i)).collect());
+    let mut updates: Vec<Option<V>> = dispatched.iter().map(|_| None).collect();
     for response in responses {
         let found = match &index {
-            Some(index) => index.get(&response.id).map(|&i| &dispatched[i]),
-            None => dispatched.iter().find(|d| d.id == response.id),
+            Some(index) => index.get(&response.id).copied(),
+            None => dispatched.iter().position(|d| d.id == response.id),
         };
-        let Some(target) = found else {
+        let Some(i) = found else {
             shared.metrics.ignored_response();
             continue;
         };
         if response.action == SyncAction::Update {
-            target.entry.replace_if_version(target.version, response.item);
+            updates[i] = Some(response.item);
         }
     }
+    for (target, update) in dispatched.iter().zip(updates) {
+        target.entry.apply_refresh(target.version, update, now);
+    }
+}
+
+/// The message of a caught panic, when it is a string.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }

@@ -77,16 +77,20 @@
 
 mod builder;
 mod cache;
+mod config;
 mod engine;
 mod queue;
+mod sync_service;
 
 pub use autorefresh_core::{
-    Batch, CreateBatchesFunc, EntryHandle, EntryState, EntryVersion, Error, EvictionListener,
-    FixedSizeBatches, GetOrInsert, Item, ItemSyncResponse, ItemWrapper, Metrics, NoopMetrics,
-    RateLimiter, SingleItemBatches, Store, SyncAction, SyncError, SyncFailureKind, SyncFunc,
-    SyncResult,
+    Batch, CreateBatchesFunc, EntryHandle, EntrySnapshot, EntryState, EntryVersion, Error,
+    EvictionListener, FixedSizeBatches, GetOrInsert, Item, ItemSyncResponse, ItemWrapper, Metrics,
+    NoopMetrics, RateLimiter, RetryAfter, SingleItemBatches, Store, SyncAction, SyncError,
+    SyncFailureKind, SyncFunc, SyncResult,
 };
 pub use autorefresh_moka::MokaStore;
+/// The sync-path middleware and rate limiters (the `autorefresh-tower` crate).
+pub use autorefresh_tower as tower;
 pub use autorefresh_tower::{
     default_controller_rate_limiter, BucketRateLimiter, InvalidRateLimit,
     ItemExponentialFailureRateLimiter, ItemFastSlowRateLimiter, MaxOfRateLimiter,
@@ -96,4 +100,6 @@ pub use builder::{
     AutoRefreshBuilder, DEFAULT_CAPACITY, DEFAULT_PARALLELISM, DEFAULT_RESYNC_PERIOD,
 };
 pub use cache::{AutoRefresh, Running};
+pub use config::{AutoRefreshConfig, LimiterConfig};
+pub use sync_service::SyncService;
 pub use tokio_util::sync::CancellationToken;

@@ -43,6 +43,18 @@ type DelayKey = (Instant, u64);
 struct QueueEntry<V> {
     entry: EntryHandle<V>,
     slot: Slot,
+    /// When the id last became due, for the queue latency.
+    due_at: Instant,
+}
+
+/// A batch handed to a worker.
+pub(crate) struct TakenBatch<K, V> {
+    /// The ids, now in flight, with their entries.
+    pub(crate) items: Vec<(K, EntryHandle<V>)>,
+    /// When the longest-waiting of them became due.
+    pub(crate) oldest_due: Instant,
+    /// How many ids are still due and not yet handed to a worker.
+    pub(crate) depth: usize,
 }
 
 struct State<K, V> {
@@ -51,6 +63,8 @@ struct State<K, V> {
     pool: Vec<K>,
     /// Batches of ids in `Slot::Batched`, in the order they were formed (may hold stale ids).
     batches: VecDeque<Vec<K>>,
+    /// How many ids the batches hold.
+    batched_ids: usize,
     delayed: BTreeMap<DelayKey, K>,
     next_delay_seq: u64,
     closed: bool,
@@ -101,6 +115,7 @@ where
                 entries: HashMap::new(),
                 pool: Vec::new(),
                 batches: VecDeque::new(),
+                batched_ids: 0,
                 delayed: BTreeMap::new(),
                 next_delay_seq: 0,
                 closed: false,
@@ -110,32 +125,25 @@ where
         }
     }
 
-    /// Makes `id` due now (a sweep, a create, a retry falling due).
-    pub(crate) fn add(&self, id: K, entry: EntryHandle<V>) {
-        let woke = {
-            let mut state = self.state.lock();
-            let was_empty = state.pool.is_empty();
-            state.add(id, entry);
-            was_empty && !state.pool.is_empty()
-        };
-        if woke {
-            self.dispatcher_wake.notify_one();
-        }
+    /// Makes `id` due now (a create); returns whether it was not due already.
+    pub(crate) fn add(&self, id: K, entry: EntryHandle<V>) -> bool {
+        self.add_all([(id, entry)]) == 1
     }
 
-    /// Makes every id of `items` due now, under one lock.
-    pub(crate) fn add_all(&self, items: impl IntoIterator<Item = (K, EntryHandle<V>)>) {
-        let woke = {
+    /// Makes every id of `items` due now, under one lock; returns how many were not due
+    /// already.
+    pub(crate) fn add_all(&self, items: impl IntoIterator<Item = (K, EntryHandle<V>)>) -> usize {
+        let now = Instant::now();
+        let (added, woke) = {
             let mut state = self.state.lock();
             let was_empty = state.pool.is_empty();
-            for (id, entry) in items {
-                state.add(id, entry);
-            }
-            was_empty && !state.pool.is_empty()
+            let added = items.into_iter().filter(|(id, entry)| state.add(id, entry, now)).count();
+            (added, was_empty && !state.pool.is_empty())
         };
         if woke {
             self.dispatcher_wake.notify_one();
         }
+        added
     }
 
     /// Forgets `id` if it still refers to `entry` (the item was deleted or evicted). An
@@ -196,6 +204,7 @@ where
                     _ => false,
                 });
                 if !batch.is_empty() {
+                    state.batched_ids += batch.len();
                     state.batches.push_back(batch);
                     pushed += 1;
                 }
@@ -228,7 +237,7 @@ where
     }
 
     /// The next batch for a worker, its ids now in flight; waits until there is one.
-    pub(crate) async fn next_batch(&self) -> Vec<(K, EntryHandle<V>)> {
+    pub(crate) async fn next_batch(&self) -> TakenBatch<K, V> {
         loop {
             let notified = self.batch_ready.notified();
             if let Some(batch) = self.pop_batch() {
@@ -238,27 +247,36 @@ where
         }
     }
 
-    fn pop_batch(&self) -> Option<Vec<(K, EntryHandle<V>)>> {
+    fn pop_batch(&self) -> Option<TakenBatch<K, V>> {
         let mut state = self.state.lock();
+        let mut oldest_due: Option<Instant> = None;
         while let Some(ids) = state.batches.pop_front() {
-            let mut batch = Vec::with_capacity(ids.len());
+            state.batched_ids -= ids.len();
+            let mut items = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(queued) = state.entries.get_mut(&id) {
                     if queued.slot == Slot::Batched {
                         queued.slot = Slot::Running { again: false, removed: false };
-                        batch.push((id, queued.entry.clone()));
+                        oldest_due =
+                            Some(oldest_due.map_or(queued.due_at, |o| o.min(queued.due_at)));
+                        items.push((id, queued.entry.clone()));
                     }
                 }
             }
-            if !batch.is_empty() {
+            if let Some(oldest_due) = oldest_due {
                 // Chain the wake-up: the next idle worker takes the next batch.
                 if !state.batches.is_empty() {
                     self.batch_ready.notify_one();
                 }
-                return Some(batch);
+                return Some(TakenBatch { items, oldest_due, depth: state.depth() });
             }
         }
         None
+    }
+
+    /// How many ids are due and not yet handed to a worker (stale ids included).
+    pub(crate) fn depth(&self) -> usize {
+        self.state.lock().depth()
     }
 
     /// Records how each id of a finished batch ended. Returns the ids that were removed from
@@ -278,7 +296,7 @@ where
                 continue;
             };
             if again {
-                queued_to_pool(&mut state, id);
+                queued_to_pool(&mut state, id, now);
             } else if removed {
                 state.entries.remove(&id);
                 removed_in_flight.push(id);
@@ -287,7 +305,9 @@ where
                     Outcome::Done => {
                         state.entries.remove(&id);
                     }
-                    Outcome::Retry(backoff) if backoff.is_zero() => queued_to_pool(&mut state, id),
+                    Outcome::Retry(backoff) if backoff.is_zero() => {
+                        queued_to_pool(&mut state, id, now)
+                    }
                     Outcome::Retry(backoff) => state.delay(id, now + backoff),
                 }
             }
@@ -311,7 +331,7 @@ where
                 return Some(entry.key().0);
             }
             let id = entry.remove();
-            queued_to_pool(&mut state, id);
+            queued_to_pool(&mut state, id, now);
         }
         None
     }
@@ -333,6 +353,7 @@ where
         state.entries = HashMap::new();
         state.pool = Vec::new();
         state.batches = VecDeque::new();
+        state.batched_ids = 0;
         state.delayed = BTreeMap::new();
     }
 
@@ -355,42 +376,52 @@ where
 /// At most this many workers are woken at once; the rest follow by chained wake-ups.
 const WAKE_LIMIT: usize = 64;
 
-fn queued_to_pool<K: Hash + Eq + Clone, V>(state: &mut State<K, V>, id: K) {
+fn queued_to_pool<K: Hash + Eq + Clone, V>(state: &mut State<K, V>, id: K, now: Instant) {
     if let Some(queued) = state.entries.get_mut(&id) {
         queued.slot = Slot::Pooled;
+        queued.due_at = now;
         state.pool.push(id);
     }
 }
 
 impl<K: Hash + Eq + Clone, V> State<K, V> {
-    fn add(&mut self, id: K, entry: EntryHandle<V>) {
+    fn depth(&self) -> usize {
+        self.pool.len() + self.batched_ids
+    }
+
+    /// Makes `id` due; returns whether it was not due already.
+    fn add(&mut self, id: &K, entry: &EntryHandle<V>, now: Instant) -> bool {
         if self.closed {
-            return;
+            return false;
         }
-        match self.entries.entry(id) {
+        match self.entries.entry(id.clone()) {
             hash_map::Entry::Vacant(vacant) => {
-                self.pool.push(vacant.key().clone());
-                vacant.insert(QueueEntry { entry, slot: Slot::Pooled });
+                self.pool.push(id.clone());
+                vacant.insert(QueueEntry { entry: entry.clone(), slot: Slot::Pooled, due_at: now });
+                true
             }
             hash_map::Entry::Occupied(mut occupied) => {
                 let queued = occupied.get_mut();
-                if !queued.entry.same_entry(&entry) {
+                if !queued.entry.same_entry(entry) {
                     // The id was deleted and created again: the live entry is the one to sync.
                     if entry.state() == EntryState::Removed {
-                        return;
+                        return false;
                     }
-                    queued.entry = entry;
+                    queued.entry = entry.clone();
                 }
                 match &mut queued.slot {
-                    Slot::Pooled | Slot::Batching | Slot::Batched => {}
+                    Slot::Pooled | Slot::Batching | Slot::Batched => false,
                     Slot::Running { again, removed } => {
                         *again = true;
                         *removed = false;
+                        true
                     }
                     Slot::Delayed(key) => {
                         self.delayed.remove(key);
                         queued.slot = Slot::Pooled;
-                        self.pool.push(occupied.key().clone());
+                        queued.due_at = now;
+                        self.pool.push(id.clone());
+                        true
                     }
                 }
             }
@@ -433,7 +464,7 @@ mod tests {
         queue.add("a", a.clone());
         batch_all(&queue);
         let batch = queue.pop_batch().unwrap();
-        assert_eq!(ids(&batch), ["a"]);
+        assert_eq!(ids(&batch.items), ["a"]);
         assert!(queue.pop_batch().is_none());
 
         queue.add("a", a.clone()); // while in flight: never dispatched twice at once
@@ -443,7 +474,7 @@ mod tests {
 
         queue.finish([("a", Outcome::Done)]);
         batch_all(&queue);
-        assert_eq!(ids(&queue.pop_batch().unwrap()), ["a"], "runs once more after");
+        assert_eq!(ids(&queue.pop_batch().unwrap().items), ["a"], "runs once more after");
         queue.finish([("a", Outcome::Done)]);
         assert_eq!(queue.stats(), QueueStats::default());
     }
@@ -496,7 +527,7 @@ mod tests {
         queue.finish([("a", Outcome::Done)]);
         batch_all(&queue);
         let batch = queue.pop_batch().unwrap();
-        assert!(batch[0].1.same_entry(&new));
+        assert!(batch.items[0].1.same_entry(&new));
     }
 
     #[tokio::test(start_paused = true)]
@@ -507,8 +538,8 @@ mod tests {
         }
         let taken: Vec<_> = queue.take_pool().into_iter().map(|(id, _)| id).collect();
         queue.push_batches(&taken, vec![vec!["a", "a", "x"], vec!["a", "b"]]);
-        assert_eq!(ids(&queue.pop_batch().unwrap()), ["a"]);
-        assert_eq!(ids(&queue.pop_batch().unwrap()), ["b"]);
+        assert_eq!(ids(&queue.pop_batch().unwrap().items), ["a"]);
+        assert_eq!(ids(&queue.pop_batch().unwrap().items), ["b"]);
         assert!(queue.pop_batch().is_none());
         assert_eq!(queue.stats().tracked, 2, "c was left out: it waits for the next sweep");
     }

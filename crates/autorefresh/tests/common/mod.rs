@@ -184,7 +184,9 @@ pub struct Recorder {
     pub synced_batches: AtomicUsize,
     pub errors: AtomicUsize,
     pub panics: AtomicUsize,
+    pub timeouts: AtomicUsize,
     pub ignored: AtomicUsize,
+    pub rate_limit_waits: AtomicUsize,
 }
 
 impl Metrics for Recorder {
@@ -203,11 +205,17 @@ impl Metrics for Recorder {
     fn sync_error(&self, kind: SyncFailureKind, _items: usize) {
         match kind {
             SyncFailureKind::Panic => self.panics.fetch_add(1, Ordering::SeqCst),
+            SyncFailureKind::Timeout => self.timeouts.fetch_add(1, Ordering::SeqCst),
             _ => self.errors.fetch_add(1, Ordering::SeqCst),
         };
     }
     fn ignored_response(&self) {
         self.ignored.fetch_add(1, Ordering::SeqCst);
+    }
+    fn rate_limit_wait(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.rate_limit_waits.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
