@@ -89,6 +89,9 @@ pub use autorefresh_core::{
     SyncFailureKind, SyncFunc, SyncResult,
 };
 pub use autorefresh_moka::MokaStore;
+/// Prometheus metrics: the `autorefresh-prometheus` crate (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+pub use autorefresh_prometheus as prometheus;
 /// The sync-path middleware and rate limiters (the `autorefresh-tower` crate).
 pub use autorefresh_tower as tower;
 pub use autorefresh_tower::{
