@@ -97,9 +97,17 @@ impl<V> EntryHandle<V> {
         Self { cell: Arc::new(RwLock::new(cell)) }
     }
 
-    /// Runs `f` on the current value without cloning it.
+    /// Runs `f` on the current value without cloning it. `f` must not call back into this
+    /// entry (the entry is read-locked while it runs).
     pub fn with<R>(&self, f: impl FnOnce(&V) -> R) -> R {
         f(&self.cell.read().unwrap_or_else(PoisonError::into_inner).item)
+    }
+
+    /// Runs `f` on the current value, its state and its refresh time, read at once without
+    /// cloning the value. `f` must not call back into this entry.
+    pub fn inspect<R>(&self, f: impl FnOnce(&V, EntryState, u64) -> R) -> R {
+        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        f(&cell.item, cell.state, cell.refreshed_at)
     }
 
     /// Where the entry is in its life.

@@ -79,14 +79,15 @@ where
     let mut added = 0;
     let mut stalest: Option<u64> = None;
     shared.store.for_each_entry(&mut |id, entry| {
-        let refreshed_at = entry.with(|item| (!item.is_terminal()).then(|| entry.refreshed_at()));
-        if let Some(refreshed_at) = refreshed_at {
-            if entry.state() == EntryState::Live {
-                stalest = Some(stalest.map_or(refreshed_at, |s| s.min(refreshed_at)));
-                due.push((id.clone(), entry.clone()));
-                if due.len() == CHUNK {
-                    added += shared.queue.add_all(due.drain(..));
-                }
+        // One read of the entry: locking it again inside the closure could deadlock.
+        let due_since = entry.inspect(|item, state, refreshed_at| {
+            (state == EntryState::Live && !item.is_terminal()).then_some(refreshed_at)
+        });
+        if let Some(refreshed_at) = due_since {
+            stalest = Some(stalest.map_or(refreshed_at, |s| s.min(refreshed_at)));
+            due.push((id.clone(), entry.clone()));
+            if due.len() == CHUNK {
+                added += shared.queue.add_all(due.drain(..));
             }
         }
     });
