@@ -48,6 +48,14 @@ use crate::sync::SyncError;
 pub trait CreateBatchesFunc<K, V>: Send + Sync + 'static {
     /// Splits `items` into batches.
     fn create_batches(&self, items: Vec<ItemWrapper<K, V>>) -> Result<Vec<Batch<K, V>>, SyncError>;
+
+    /// `Some(n)` if this batcher only cuts the items, in order, into runs of at most `n`
+    /// without looking at them (as [`SingleItemBatches`] and [`FixedSizeBatches`] do): the
+    /// cache then forms those batches itself, without cloning the items to call
+    /// [`create_batches`](Self::create_batches). The default, `None`, always calls it.
+    fn fixed_size(&self) -> Option<NonZeroUsize> {
+        None
+    }
 }
 
 impl<K, V, F> CreateBatchesFunc<K, V> for F
@@ -76,6 +84,10 @@ pub struct SingleItemBatches;
 impl<K: 'static, V: 'static> CreateBatchesFunc<K, V> for SingleItemBatches {
     fn create_batches(&self, items: Vec<ItemWrapper<K, V>>) -> Result<Vec<Batch<K, V>>, SyncError> {
         Ok(items.into_iter().map(|item| vec![item]).collect())
+    }
+
+    fn fixed_size(&self) -> Option<NonZeroUsize> {
+        Some(NonZeroUsize::MIN)
     }
 }
 
@@ -121,5 +133,9 @@ impl<K: 'static, V: 'static> CreateBatchesFunc<K, V> for FixedSizeBatches {
             }
             batches.push(batch);
         }
+    }
+
+    fn fixed_size(&self) -> Option<NonZeroUsize> {
+        Some(self.size)
     }
 }

@@ -37,9 +37,7 @@ where
     reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let next_retry = shared.queue.promote_due();
-        if shared.queue.has_pooled() {
-            batch_due_items(&shared);
-        }
+        batch_due_items(&shared);
         let retry_timer = async {
             match next_retry {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -88,6 +86,11 @@ where
             due.push((id.clone(), entry.clone()));
             if due.len() == CHUNK {
                 added += shared.queue.add_all(due.drain(..));
+                // Batch as the sweep goes, so workers start at once, when batching needs no
+                // view of the whole sweep.
+                if let Some(size) = shared.batcher.fixed_size() {
+                    shared.queue.batch_pool_in_runs(size);
+                }
             }
         }
     });
@@ -106,6 +109,14 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
+    if !shared.queue.has_pooled() {
+        return;
+    }
+    if let Some(size) = shared.batcher.fixed_size() {
+        shared.queue.batch_pool_in_runs(size);
+        shared.metrics.queue_depth(shared.queue.depth());
+        return;
+    }
     let taken = shared.queue.take_pool();
     let mut ids = Vec::with_capacity(taken.len());
     let mut items = Vec::with_capacity(taken.len());

@@ -10,11 +10,13 @@
 //! `Delayed` (a retry after its backoff). The queue never calls user code and never touches
 //! the store, so its lock is only ever held for map operations.
 
-use std::collections::{hash_map, BTreeMap, HashMap, VecDeque};
+use std::collections::{hash_map, BTreeMap, VecDeque};
 use std::hash::Hash;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use autorefresh_core::{EntryHandle, EntryState};
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -112,7 +114,7 @@ where
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State {
-                entries: HashMap::new(),
+                entries: HashMap::default(),
                 pool: Vec::new(),
                 batches: VecDeque::new(),
                 batched_ids: 0,
@@ -169,6 +171,41 @@ where
             Slot::Pooled | Slot::Batching | Slot::Batched => {
                 occupied.remove();
             }
+        }
+    }
+
+    /// Cuts the pooled ids, in order, into batches of at most `size` and queues them for the
+    /// workers: what a batcher that only cuts by position would do, in one pass under the
+    /// lock, without reading the items.
+    pub(crate) fn batch_pool_in_runs(&self, size: NonZeroUsize) {
+        let pushed = {
+            let mut state = self.state.lock();
+            let pool = std::mem::take(&mut state.pool);
+            let State { entries, batches, batched_ids, .. } = &mut *state;
+            let mut run = Vec::with_capacity(size.get().min(pool.len()));
+            let mut pushed = 0;
+            for id in pool {
+                let Some(queued) = entries.get_mut(&id) else { continue };
+                if queued.slot != Slot::Pooled {
+                    continue;
+                }
+                queued.slot = Slot::Batched;
+                run.push(id);
+                if run.len() == size.get() {
+                    *batched_ids += run.len();
+                    batches.push_back(std::mem::replace(&mut run, Vec::with_capacity(size.get())));
+                    pushed += 1;
+                }
+            }
+            if !run.is_empty() {
+                *batched_ids += run.len();
+                batches.push_back(run);
+                pushed += 1;
+            }
+            pushed
+        };
+        for _ in 0..pushed.min(WAKE_LIMIT) {
+            self.batch_ready.notify_one();
         }
     }
 
@@ -312,6 +349,11 @@ where
                 }
             }
         }
+        if state.entries.is_empty() && state.entries.capacity() > SHRINK_ABOVE {
+            // Idle again after a large sweep: give the memory back.
+            state.entries = HashMap::default();
+            state.batches = VecDeque::new();
+        }
         let new_earliest = state.delayed.first_key_value().map(|(key, _)| key.0);
         let wake = (was_empty && !state.pool.is_empty())
             || new_earliest.is_some_and(|new| earliest.is_none_or(|old| new < old));
@@ -350,7 +392,7 @@ where
     pub(crate) fn close(&self) {
         let mut state = self.state.lock();
         state.closed = true;
-        state.entries = HashMap::new();
+        state.entries = HashMap::default();
         state.pool = Vec::new();
         state.batches = VecDeque::new();
         state.batched_ids = 0;
@@ -375,6 +417,9 @@ where
 
 /// At most this many workers are woken at once; the rest follow by chained wake-ups.
 const WAKE_LIMIT: usize = 64;
+
+/// An empty queue whose tables hold room for more ids than this releases them.
+const SHRINK_ABOVE: usize = 4096;
 
 fn queued_to_pool<K: Hash + Eq + Clone, V>(state: &mut State<K, V>, id: K, now: Instant) {
     if let Some(queued) = state.entries.get_mut(&id) {
