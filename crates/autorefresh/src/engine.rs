@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cache::Shared;
-use crate::queue::{Outcome, TakenBatch};
+use crate::queue::{Outcome, TakenBatch, TakenItem};
 use crate::sync_service::SyncPath;
 
 /// How often the dispatcher reports the work in flight.
@@ -120,14 +120,14 @@ where
     let taken = shared.queue.take_pool();
     let mut ids = Vec::with_capacity(taken.len());
     let mut items = Vec::with_capacity(taken.len());
-    for (id, entry) in taken {
-        let snapshot = entry.snapshot();
+    for taken in taken {
+        let snapshot = taken.entry.snapshot();
         if snapshot.state == EntryState::Live && !snapshot.item.is_terminal() {
-            items.push(ItemWrapper::new(id.clone(), snapshot.item));
-        } else {
-            shared.limiter.forget(&id);
+            items.push(ItemWrapper::new(taken.id.clone(), snapshot.item));
+        } else if taken.backed_off {
+            shared.limiter.forget(&taken.id);
         }
-        ids.push(id);
+        ids.push(taken.id);
     }
     if items.is_empty() {
         shared.queue.push_batches(&ids, Vec::new());
@@ -221,6 +221,7 @@ struct Dispatched<K, V> {
     id: K,
     entry: EntryHandle<V>,
     version: EntryVersion,
+    backed_off: bool,
 }
 
 async fn sync_batch<K, V>(
@@ -239,14 +240,16 @@ async fn sync_batch<K, V>(
     let mut dispatched = Vec::with_capacity(batch.items.len());
     let mut wrappers = Vec::with_capacity(batch.items.len());
     let mut stalest = now;
-    for (id, entry) in batch.items {
+    for TakenItem { id, entry, backed_off } in batch.items {
         let snapshot = entry.snapshot();
         if snapshot.state == EntryState::Live && !snapshot.item.is_terminal() {
             stalest = stalest.min(snapshot.refreshed_at);
             wrappers.push(ItemWrapper::new(id.clone(), snapshot.item));
-            dispatched.push(Dispatched { id, entry, version: snapshot.version });
+            dispatched.push(Dispatched { id, entry, version: snapshot.version, backed_off });
         } else {
-            shared.limiter.forget(&id);
+            if backed_off {
+                shared.limiter.forget(&id);
+            }
             outcomes.push((id, Outcome::Done));
         }
     }
@@ -298,7 +301,9 @@ async fn sync_batch<K, V>(
         outcomes.extend(dispatched.into_iter().map(|d| {
             let outcome = match failure {
                 None => {
-                    shared.limiter.forget(&d.id);
+                    if d.backed_off {
+                        shared.limiter.forget(&d.id);
+                    }
                     Outcome::Done
                 }
                 Some((_, retry_after)) => {

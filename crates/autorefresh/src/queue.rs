@@ -47,12 +47,23 @@ struct QueueEntry<V> {
     slot: Slot,
     /// When the id last became due, for the queue latency.
     due_at: Instant,
+    /// Whether the limiter's `when` was asked for this id since its last `forget`, so a
+    /// success has limiter state to drop (most successes have none: no lock to take).
+    backed_off: bool,
+}
+
+/// An id handed out by the queue, with its entry.
+pub(crate) struct TakenItem<K, V> {
+    pub(crate) id: K,
+    pub(crate) entry: EntryHandle<V>,
+    /// See [`QueueEntry::backed_off`]: `forget` it once it succeeds or needs no sync.
+    pub(crate) backed_off: bool,
 }
 
 /// A batch handed to a worker.
 pub(crate) struct TakenBatch<K, V> {
     /// The ids, now in flight, with their entries.
-    pub(crate) items: Vec<(K, EntryHandle<V>)>,
+    pub(crate) items: Vec<TakenItem<K, V>>,
     /// When the longest-waiting of them became due.
     pub(crate) oldest_due: Instant,
     /// How many ids are still due and not yet handed to a worker.
@@ -210,7 +221,7 @@ where
     }
 
     /// Hands the pooled ids to the batcher, with their entries.
-    pub(crate) fn take_pool(&self) -> Vec<(K, EntryHandle<V>)> {
+    pub(crate) fn take_pool(&self) -> Vec<TakenItem<K, V>> {
         let mut state = self.state.lock();
         let pool = std::mem::take(&mut state.pool);
         let mut taken = Vec::with_capacity(pool.len());
@@ -218,7 +229,11 @@ where
             if let Some(queued) = state.entries.get_mut(&id) {
                 if queued.slot == Slot::Pooled {
                     queued.slot = Slot::Batching;
-                    taken.push((id, queued.entry.clone()));
+                    taken.push(TakenItem {
+                        id,
+                        entry: queued.entry.clone(),
+                        backed_off: queued.backed_off,
+                    });
                 }
             }
         }
@@ -265,8 +280,11 @@ where
         let now = Instant::now();
         let mut state = self.state.lock();
         for (id, backoff) in taken {
-            if state.entries.get(&id).is_some_and(|q| q.slot == Slot::Batching) {
-                state.delay(id, now + backoff);
+            if let Some(queued) = state.entries.get_mut(&id) {
+                if queued.slot == Slot::Batching {
+                    queued.backed_off = true;
+                    state.delay(id, now + backoff);
+                }
             }
         }
         drop(state);
@@ -296,7 +314,11 @@ where
                         queued.slot = Slot::Running { again: false, removed: false };
                         oldest_due =
                             Some(oldest_due.map_or(queued.due_at, |o| o.min(queued.due_at)));
-                        items.push((id, queued.entry.clone()));
+                        items.push(TakenItem {
+                            id,
+                            entry: queued.entry.clone(),
+                            backed_off: queued.backed_off,
+                        });
                     }
                 }
             }
@@ -326,12 +348,14 @@ where
         let was_empty = state.pool.is_empty();
         let earliest = state.delayed.first_key_value().map(|(key, _)| key.0);
         for (id, outcome) in outcomes {
-            let Some(queued) = state.entries.get(&id) else {
+            let Some(queued) = state.entries.get_mut(&id) else {
                 continue;
             };
             let Slot::Running { again, removed } = queued.slot else {
                 continue;
             };
+            // A retry asked the limiter; anything else was followed by a `forget`.
+            queued.backed_off = matches!(outcome, Outcome::Retry(_));
             if again {
                 queued_to_pool(&mut state, id, now);
             } else if removed {
@@ -442,7 +466,12 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
         match self.entries.entry(id.clone()) {
             hash_map::Entry::Vacant(vacant) => {
                 self.pool.push(id.clone());
-                vacant.insert(QueueEntry { entry: entry.clone(), slot: Slot::Pooled, due_at: now });
+                vacant.insert(QueueEntry {
+                    entry: entry.clone(),
+                    slot: Slot::Pooled,
+                    due_at: now,
+                    backed_off: false,
+                });
                 true
             }
             hash_map::Entry::Occupied(mut occupied) => {
@@ -491,13 +520,13 @@ mod tests {
         WorkQueue::new()
     }
 
-    fn ids(batch: &[(&'static str, EntryHandle<u32>)]) -> Vec<&'static str> {
-        batch.iter().map(|(id, _)| *id).collect()
+    fn ids(batch: &[TakenItem<&'static str, u32>]) -> Vec<&'static str> {
+        batch.iter().map(|item| item.id).collect()
     }
 
     /// Takes the pool and queues it as one batch, as the dispatcher does.
     fn batch_all(queue: &WorkQueue<&'static str, u32>) {
-        let taken: Vec<_> = queue.take_pool().into_iter().map(|(id, _)| id).collect();
+        let taken: Vec<_> = queue.take_pool().into_iter().map(|item| item.id).collect();
         queue.push_batches(&taken, vec![taken.clone()]);
     }
 
@@ -572,7 +601,7 @@ mod tests {
         queue.finish([("a", Outcome::Done)]);
         batch_all(&queue);
         let batch = queue.pop_batch().unwrap();
-        assert!(batch.items[0].1.same_entry(&new));
+        assert!(batch.items[0].entry.same_entry(&new));
     }
 
     #[tokio::test(start_paused = true)]
@@ -581,7 +610,7 @@ mod tests {
         for id in ["a", "b", "c"] {
             queue.add(id, EntryHandle::new(0));
         }
-        let taken: Vec<_> = queue.take_pool().into_iter().map(|(id, _)| id).collect();
+        let taken: Vec<_> = queue.take_pool().into_iter().map(|item| item.id).collect();
         queue.push_batches(&taken, vec![vec!["a", "a", "x"], vec!["a", "b"]]);
         assert_eq!(ids(&queue.pop_batch().unwrap().items), ["a"]);
         assert_eq!(ids(&queue.pop_batch().unwrap().items), ["b"]);
@@ -594,8 +623,9 @@ mod tests {
         let queue = queue();
         queue.add("a", EntryHandle::new(0));
         let taken = queue.take_pool();
-        queue
-            .fail_batching(taken.into_iter().map(|(id, _)| (id, Duration::from_secs(5))).collect());
+        queue.fail_batching(
+            taken.into_iter().map(|item| (item.id, Duration::from_secs(5))).collect(),
+        );
         assert_eq!(queue.stats().delayed, 1);
         queue.close();
         queue.add("b", EntryHandle::new(0));

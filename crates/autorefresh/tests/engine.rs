@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use autorefresh::{
     AutoRefresh, Batch, CancellationToken, Error, FixedSizeBatches,
-    ItemExponentialFailureRateLimiter, ItemSyncResponse, SyncAction,
+    ItemExponentialFailureRateLimiter, ItemSyncResponse, RateLimiter, SyncAction,
 };
 use common::{id, load, settle, sync_with, Behaviour, Counter, Recorder, Service};
 use tokio::sync::Notify;
@@ -637,5 +637,30 @@ async fn a_sync_that_panics_before_its_future_does_not_kill_the_worker() {
     cache.get_or_create(id(2), Counter::new(10)).unwrap();
     sleep(Duration::from_millis(50)).await;
     assert!(load(&recorder.panics) >= 6, "both items retried on the one worker");
+    running.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn limiter_state_is_forgotten_after_a_success_or_a_terminal_state() {
+    let service = Service::new(Behaviour::Fail);
+    let limiter = Arc::new(ItemExponentialFailureRateLimiter::<String>::default());
+    let cache = builder(&service)
+        .resync_period(Duration::from_secs(3600))
+        .rate_limiter(Arc::clone(&limiter))
+        .build()
+        .unwrap();
+    let running = cache.start(CancellationToken::new()).unwrap();
+    cache.get_or_create(id(1), Counter::new(10)).unwrap();
+    cache.get_or_create(id(2), Counter::new(10)).unwrap();
+    sleep(Duration::from_millis(20)).await;
+    assert_eq!(limiter.tracked_items(), 2);
+    assert!(limiter.num_requeues(&id(1)) >= 2);
+
+    // item-2 becomes terminal while it waits for its retry; item-1 then succeeds.
+    assert!(cache.update(&id(2), Counter { value: 10, target: 10 }));
+    service.set_behaviour(Behaviour::Increment);
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(cache.get(&id(1)).unwrap().value, 1);
+    assert_eq!(limiter.tracked_items(), 0);
     running.shutdown().await;
 }
