@@ -70,8 +70,10 @@
 //!
 //! # The crates
 //!
-//! This facade composes `autorefresh-core` (the traits), `autorefresh-moka` (the default
-//! store) and `autorefresh-tower` (the rate limiters); each is usable alone.
+//! This facade composes `autorefresh-core` (the traits), `autorefresh-papaya` (the default
+//! store), `autorefresh-moka` (a store on moka, exact LRU), `autorefresh-tower` (the rate
+//! limiters and the sync-path middleware) and, with the `prometheus` feature,
+//! `autorefresh-prometheus`; each is usable alone.
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -89,6 +91,7 @@ pub use autorefresh_core::{
     SyncFailureKind, SyncFunc, SyncResult,
 };
 pub use autorefresh_moka::MokaStore;
+pub use autorefresh_papaya::PapayaStore;
 /// Prometheus metrics: the `autorefresh-prometheus` crate (feature `prometheus`).
 #[cfg(feature = "prometheus")]
 pub use autorefresh_prometheus as prometheus;
