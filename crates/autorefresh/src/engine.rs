@@ -141,7 +141,9 @@ where
                 .into_iter()
                 .map(|batch| batch.into_iter().map(|w| w.into_parts().0).collect())
                 .collect();
-            shared.queue.push_batches(&ids, batches);
+            for id in shared.queue.push_batches(&ids, batches) {
+                shared.limiter.forget(&id);
+            }
             shared.metrics.queue_depth(shared.queue.depth());
         }
         Ok(Err(err)) => {
@@ -172,7 +174,9 @@ where
         let backoff = shared.limiter.when(&id);
         (id, backoff)
     });
-    shared.queue.fail_batching(backoffs.collect());
+    for id in shared.queue.fail_batching(backoffs.collect()) {
+        shared.limiter.forget(&id);
+    }
 }
 
 /// Reports the batches in flight: their summed running time and the longest one's.

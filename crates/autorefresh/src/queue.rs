@@ -242,8 +242,11 @@ where
 
     /// Queues the batches the batcher formed from `taken`. An id not taken, or already in an
     /// earlier batch, is dropped from its batch; a taken id left out of every batch leaves
-    /// the queue (the next sweep brings it back).
-    pub(crate) fn push_batches(&self, taken: &[K], batches: Vec<Vec<K>>) {
+    /// the queue (the next sweep brings it back). Returns the ids that left the queue with
+    /// limiter state ([`QueueEntry::backed_off`]), which the caller must `forget`: once the
+    /// queue no longer holds the flag, a later success would not.
+    pub(crate) fn push_batches(&self, taken: &[K], batches: Vec<Vec<K>>) -> Vec<K> {
+        let mut backed_off = Vec::new();
         let pushed = {
             let mut state = self.state.lock();
             let mut pushed = 0;
@@ -263,8 +266,8 @@ where
             }
             for id in taken {
                 if let hash_map::Entry::Occupied(occupied) = state.entries.entry(id.clone()) {
-                    if occupied.get().slot == Slot::Batching {
-                        occupied.remove();
+                    if occupied.get().slot == Slot::Batching && occupied.remove().backed_off {
+                        backed_off.push(id.clone());
                     }
                 }
             }
@@ -273,22 +276,34 @@ where
         for _ in 0..pushed.min(WAKE_LIMIT) {
             self.batch_ready.notify_one();
         }
+        backed_off
     }
 
-    /// The batcher failed on `taken`: each id is retried after its backoff.
-    pub(crate) fn fail_batching(&self, taken: Vec<(K, Duration)>) {
+    /// The batcher failed on `taken`: each id is retried after its backoff. Returns the ids
+    /// no longer waiting for the batcher (deleted or evicted meanwhile, perhaps created
+    /// again), which the caller must `forget`: their backoff was just recorded, after the
+    /// removal forgot them.
+    pub(crate) fn fail_batching(&self, taken: Vec<(K, Duration)>) -> Vec<K> {
         let now = Instant::now();
+        let mut gone = Vec::new();
         let mut state = self.state.lock();
         for (id, backoff) in taken {
-            if let Some(queued) = state.entries.get_mut(&id) {
-                if queued.slot == Slot::Batching {
+            let batching = match state.entries.get_mut(&id) {
+                Some(queued) if queued.slot == Slot::Batching => {
                     queued.backed_off = true;
-                    state.delay(id, now + backoff);
+                    true
                 }
+                _ => false,
+            };
+            if batching {
+                state.delay(id, now + backoff);
+            } else {
+                gone.push(id);
             }
         }
         drop(state);
         self.dispatcher_wake.notify_one();
+        gone
     }
 
     /// The next batch for a worker, its ids now in flight; waits until there is one.

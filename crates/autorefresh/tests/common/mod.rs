@@ -229,3 +229,44 @@ pub async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+/// What the cache's work queue holds, read from the cache's `Debug` output (the only public
+/// view of it): ids tracked in any slot, ids pooled for the batcher, formed batches, and
+/// retries waiting for their deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueFigures {
+    pub entries: usize,
+    pub pool: usize,
+    pub batches: usize,
+    pub delayed: usize,
+}
+
+/// Reads [`QueueFigures`] from `format!("{cache:?}")`; panics, naming what it looked for, if
+/// the `Debug` output no longer shows them.
+pub fn queue_figures<K: 'static, V: 'static>(
+    cache: &autorefresh::AutoRefresh<K, V>,
+) -> QueueFigures {
+    let debug = format!("{cache:?}");
+    let queue = debug
+        .split_once("WorkQueue {")
+        .unwrap_or_else(|| panic!("no `WorkQueue {{` in the cache's Debug output: {debug}"))
+        .1;
+    let field = |name: &str| -> usize {
+        let after = queue
+            .split_once(&format!("{name}: "))
+            .unwrap_or_else(|| panic!("no `{name}` in the queue's Debug output: {debug}"))
+            .1;
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or_else(|_| panic!("`{name}` is not a number in: {debug}"))
+    };
+    QueueFigures {
+        entries: field("entries"),
+        pool: field("pool"),
+        batches: field("batches"),
+        delayed: field("delayed"),
+    }
+}
+
+/// The future of a sync closure over any id and item types.
+pub type BoxFuture<K, V> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = autorefresh::SyncResult<K, V>> + Send>>;
