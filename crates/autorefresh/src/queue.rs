@@ -150,7 +150,11 @@ where
         let (added, woke) = {
             let mut state = self.state.lock();
             let was_empty = state.pool.is_empty();
-            let added = items.into_iter().filter(|(id, entry)| state.add(id, entry, now)).count();
+            let added = items
+                .into_iter()
+                .map(|(id, entry)| state.add(id, entry, now))
+                .filter(|&a| a)
+                .count();
             (added, was_empty && !state.pool.is_empty())
         };
         if woke {
@@ -474,15 +478,15 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
     }
 
     /// Makes `id` due; returns whether it was not due already.
-    fn add(&mut self, id: &K, entry: &EntryHandle<V>, now: Instant) -> bool {
+    fn add(&mut self, id: K, entry: EntryHandle<V>, now: Instant) -> bool {
         if self.closed {
             return false;
         }
-        match self.entries.entry(id.clone()) {
+        match self.entries.entry(id) {
             hash_map::Entry::Vacant(vacant) => {
-                self.pool.push(id.clone());
+                self.pool.push(vacant.key().clone());
                 vacant.insert(QueueEntry {
-                    entry: entry.clone(),
+                    entry,
                     slot: Slot::Pooled,
                     due_at: now,
                     backed_off: false,
@@ -491,12 +495,12 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
             }
             hash_map::Entry::Occupied(mut occupied) => {
                 let queued = occupied.get_mut();
-                if !queued.entry.same_entry(entry) {
+                if !queued.entry.same_entry(&entry) {
                     // The id was deleted and created again: the live entry is the one to sync.
                     if entry.state() == EntryState::Removed {
                         return false;
                     }
-                    queued.entry = entry.clone();
+                    queued.entry = entry;
                 }
                 match &mut queued.slot {
                     Slot::Pooled | Slot::Batching | Slot::Batched => false,
@@ -509,7 +513,7 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
                         self.delayed.remove(key);
                         queued.slot = Slot::Pooled;
                         queued.due_at = now;
-                        self.pool.push(id.clone());
+                        self.pool.push(occupied.key().clone());
                         true
                     }
                 }
