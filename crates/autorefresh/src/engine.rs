@@ -97,9 +97,9 @@ where
     added += shared.queue.add_all(due);
     shared.metrics.queue_added(added);
     shared.metrics.size(shared.store.len());
-    if let Some(stalest) = stalest {
-        shared.metrics.staleness(Duration::from_nanos(shared.ticks().saturating_sub(stalest)));
-    }
+    // Nothing to refresh is nothing stale: an idle cache must not keep its last figure.
+    let stalest = stalest.map_or(0, |stalest| shared.ticks().saturating_sub(stalest));
+    shared.metrics.staleness(Duration::from_nanos(stalest));
     tracing::debug!(cache = %shared.name, queued = added, "sweep done");
 }
 

@@ -164,3 +164,19 @@ async fn a_slow_batch_shows_as_unfinished_work_and_queue_latency() {
     assert!(events.contains(&Event::Depth(1)), "item-2 waited while item-1 ran");
     running.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn staleness_drops_to_zero_once_nothing_is_left_to_refresh() {
+    let service = Service::new(Behaviour::Fail);
+    let events = Arc::new(Events::default());
+    let cache = cache(&service, &events, 1);
+    cache.get_or_create(id(1), Counter::new(1)).unwrap();
+    let running = cache.start(CancellationToken::new()).unwrap();
+    sleep(Duration::from_millis(5_500)).await;
+    assert!(events.take().contains(&Event::Staleness(Duration::from_secs(5))));
+    service.set_behaviour(Behaviour::Increment); // item-1 becomes terminal
+    sleep(Duration::from_secs(2)).await;
+    let last = events.take().into_iter().filter(|e| matches!(e, Event::Staleness(_))).last();
+    assert_eq!(last, Some(Event::Staleness(Duration::ZERO)));
+    running.shutdown().await;
+}
