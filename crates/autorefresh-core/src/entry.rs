@@ -13,6 +13,7 @@ pub struct EntryVersion(u64);
 
 /// Where an entry is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EntryState {
     /// In the store and refreshed.
     Live,
@@ -31,6 +32,7 @@ struct Cell<V> {
 
 /// What [`EntryHandle::snapshot`] read.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EntrySnapshot<V> {
     /// A clone of the value.
     pub item: V,

@@ -35,6 +35,7 @@ impl RetryAfter {
     }
 
     /// Keeps the error that caused it (the HTTP response, say) as its source.
+    #[must_use]
     pub fn with_source(mut self, source: impl Into<SyncError>) -> Self {
         self.source = Some(source.into());
         self

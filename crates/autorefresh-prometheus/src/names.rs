@@ -79,6 +79,7 @@ pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] =
 
 /// What kind of Prometheus metric a name is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MetricType {
     /// A monotonic counter (`_total`).
     Counter,

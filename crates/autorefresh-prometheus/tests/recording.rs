@@ -98,11 +98,13 @@ fn every_metric_is_registered_at_zero_with_its_cache_label_and_description() {
                 MetricType::Counter => seen.get(MetricKind::Counter, metric.name, &labels),
                 MetricType::Gauge => seen.get(MetricKind::Gauge, metric.name, &labels),
                 MetricType::Histogram => seen.get(MetricKind::Histogram, metric.name, &labels),
+                other => panic!("no check for metric type {other:?}"),
             };
             let zero = match metric.kind {
                 MetricType::Counter => DebugValue::Counter(0),
                 MetricType::Gauge => DebugValue::Gauge(0.0.into()),
                 MetricType::Histogram => DebugValue::Histogram(Vec::new()),
+                other => panic!("no check for metric type {other:?}"),
             };
             assert_eq!(value, &zero, "{}", metric.name);
         }

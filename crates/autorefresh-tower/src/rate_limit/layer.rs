@@ -98,6 +98,7 @@ impl SyncRateLimitLayer {
     /// # let _ = layer;
     /// # Ok::<(), autorefresh_tower::InvalidRateLimit>(())
     /// ```
+    #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
         self.pacer.metrics = Some(metrics);
         self

@@ -166,6 +166,7 @@ impl BackoffRetryPolicy {
     /// assert_eq!(policy.delay_for(0), Duration::from_secs(1));
     /// assert_eq!(policy.delay_for(2), Duration::from_secs(3));
     /// ```
+    #[must_use]
     pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
         self.base = base;
         self.max = max;
@@ -181,6 +182,7 @@ impl BackoffRetryPolicy {
     ///
     /// assert_eq!(BackoffRetryPolicy::new(3).with_jitter(Jitter::None).jitter(), Jitter::None);
     /// ```
+    #[must_use]
     pub fn with_jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = jitter;
         self
@@ -201,6 +203,7 @@ impl BackoffRetryPolicy {
     /// assert!(!BackoffRetryPolicy::new(3).should_retry(timed_out.as_ref()));
     /// assert!(BackoffRetryPolicy::new(3).with_retry_timeouts(true).should_retry(timed_out.as_ref()));
     /// ```
+    #[must_use]
     pub fn with_retry_timeouts(mut self, retry: bool) -> Self {
         self.retry_timeouts = retry;
         self
