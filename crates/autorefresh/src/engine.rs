@@ -1,7 +1,6 @@
 //! The background refresh: the dispatcher (sweeps, retry timers, batching) and the workers.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -12,6 +11,7 @@ use autorefresh_core::{
     EntryHandle, EntryState, EntryVersion, Item, ItemSyncResponse, ItemWrapper, RetryAfter,
     SyncAction, SyncFailureKind, SyncResult,
 };
+use foldhash::HashMap;
 use futures_util::FutureExt;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -349,13 +349,20 @@ fn apply<K, V>(
     V: Item,
 {
     let now = shared.ticks();
-    let index: Option<HashMap<&K, usize>> = (dispatched.len() > LINEAR_LOOKUP_MAX)
-        .then(|| dispatched.iter().enumerate().map(|(i, d)| (&d.id, i)).collect());
+    // Built only if responses come out of the batch's order and the batch is not small.
+    let mut index: Option<HashMap<&K, usize>> = None;
     let mut updates: Vec<Option<V>> = dispatched.iter().map(|_| None).collect();
-    for response in responses {
-        let found = match &index {
-            Some(index) => index.get(&response.id).copied(),
-            None => dispatched.iter().position(|d| d.id == response.id),
+    for (position, response) in responses.into_iter().enumerate() {
+        // Most sync functions answer in the batch's order: try the same position first.
+        let found = if dispatched.get(position).is_some_and(|d| d.id == response.id) {
+            Some(position)
+        } else if dispatched.len() <= LINEAR_LOOKUP_MAX {
+            dispatched.iter().position(|d| d.id == response.id)
+        } else {
+            let index = index.get_or_insert_with(|| {
+                dispatched.iter().enumerate().map(|(i, d)| (&d.id, i)).collect()
+            });
+            index.get(&response.id).copied()
         };
         let Some(i) = found else {
             shared.metrics.ignored_response();
