@@ -664,3 +664,36 @@ async fn limiter_state_is_forgotten_after_a_success_or_a_terminal_state() {
     assert_eq!(limiter.tracked_items(), 0);
     running.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn responses_in_any_order_reach_their_own_items() {
+    let cache: AutoRefresh<String, Counter> = AutoRefresh::builder("order")
+        .sync(|batch: Batch<String, Counter>| async move {
+            // Every other item, in reverse, each set to its own number.
+            Ok(batch
+                .into_iter()
+                .rev()
+                .filter(|w| w.id().trim_start_matches("item-").parse::<u32>().unwrap() % 2 == 0)
+                .map(|w| {
+                    let (id, mut item) = w.into_parts();
+                    item.value = id.trim_start_matches("item-").parse().unwrap();
+                    ItemSyncResponse { id, item, action: SyncAction::Update }
+                })
+                .collect())
+        })
+        .create_batches(FixedSizeBatches::new(std::num::NonZeroUsize::new(50).unwrap()))
+        .sync_on_create(false)
+        .resync_period(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        cache.get_or_create(id(i), Counter::new(1_000)).unwrap();
+    }
+    let running = cache.start(CancellationToken::new()).unwrap();
+    settle().await;
+    for i in 0..100 {
+        let expected = if i % 2 == 0 { i as u32 } else { 0 };
+        assert_eq!(cache.get(&id(i)).unwrap().value, expected, "item {i}");
+    }
+    running.shutdown().await;
+}
