@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p autorefresh-bench -- all            # every scenario, full size
 //! cargo run --release -p autorefresh-bench -- s2 s9 --quick  # some, ~10x smaller and shorter
+//! cargo run --release -p autorefresh-bench -- chart results.jsonl perf.svg  # the chart
 //! ```
 //!
 //! Each scenario runs `--runs` times (default 3), each run in a fresh process (so memory
@@ -15,7 +16,9 @@
 // and tests go through tokio's pausable clock; here the real clock is the point.
 #![allow(clippy::disallowed_methods)]
 
+mod chart;
 mod common;
+mod figures;
 mod scenarios;
 
 use std::io::Write;
@@ -24,6 +27,7 @@ use std::process::{Command, ExitCode, Stdio};
 use tokio::runtime::Runtime;
 
 use crate::common::{Report, Sample, Scale};
+use crate::figures::{human, Reference};
 
 type Scenario = fn(&Runtime, Scale, &mut Report);
 
@@ -41,39 +45,20 @@ const SCENARIOS: [(&str, &str, Scenario); 10] = [
     ("s10", "scale", scenarios::s10),
 ];
 
-/// The Go original's figure and the target of issue 5, for the full-size variants.
-const REFERENCES: &[(&str, &str, &str, &str)] = &[
-    ("s1", "get_hit", "2.66 M", ">= 12 M"),
-    ("s2", "n=1M,single,sweep", "8.24 s", "<= 0.8 s"),
-    ("s2", "n=1M,single,rate", "115 k", ""),
-    ("s2", "n=1M,batch100,sweep", "0.83 s", "<= 0.15 s"),
-    ("s2", "n=1M,batch100,rate", "730 k", ">= 1 M"),
-    ("s3", "n=100k,single,default_limiter,items", "884 k", ""),
-    ("s4", "p=10,n=10k,rate", "959", ">= 995"),
-    ("s4", "p=1000,n=100k,rate", "90 k", ">= 98 k"),
-    ("s5", "n=1M,after_sweep", "566 B", "<= 160 B"),
-    ("s6", "sync_calls", "10", ""),
-    ("s6", "refresh_goes_on", "0", "1"),
-    ("s7", "timeout_layer=on,rate", "200 then 0", ""),
-    ("s7", "timeout_layer=on,coverage", "~0", ">= 0.99"),
-    ("s8", "delete_delayed,idle,time_to_notfound", "91 ms", "<= 100 ms"),
-    ("s8", "delete_delayed,in_flight,resurrected", "500", "0"),
-    ("s9", "get_under_refresh", "1.49 M", ""),
-    ("s9", "ratio", "0.59", ">= 0.95"),
-    ("s10", "n=10M,batch1000,insert", "14.2 s", ""),
-    ("s10", "n=10M,batch1000,sweep", "21.0 s", "<= 3 s"),
-    ("s10", "n=10M,batch1000,after_sweep", "399 B", "<= 160 B"),
-];
-
 const USAGE: &str = "\
 usage: autorefresh-bench [all | s1 .. s10]... [--quick] [--runs N]
+       autorefresh-bench chart RESULTS.jsonl OUT.svg
 
   all       every scenario (the default)
   s1..s10   the scenarios of BENCHMARKS.md, in the order given
   --quick   sizes and durations ~10x smaller: a smoke run (also AUTOREFRESH_BENCH_QUICK=1)
   --runs N  runs per scenario (default 3); the median, min and max are reported
 
-stdout: one JSON object per figure; stderr: progress and a table.";
+stdout: one JSON object per figure; stderr: progress and a table.
+
+  chart     reads the JSON lines of an earlier run (RESULTS.jsonl, or - for stdin) and
+            writes OUT.svg: how many times better than the Go original each figure with a
+            Go counterpart is, on a log scale";
 
 struct Args {
     scenarios: Vec<usize>,
@@ -117,6 +102,9 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("chart") {
+        return chart::main(std::env::args().skip(2).collect(), USAGE);
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
@@ -284,23 +272,6 @@ fn json_line(row: &Row) -> String {
     )
 }
 
-fn human(v: f64) -> String {
-    let a = v.abs();
-    if v.fract() == 0.0 && a < 1e4 {
-        format!("{v:.0}")
-    } else if a >= 1e6 {
-        format!("{:.2} M", v / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.1} k", v / 1e3)
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 fn table(rows: &[Row], args: &Args) -> String {
     let mut lines = vec![[
         "scenario".to_owned(),
@@ -317,7 +288,7 @@ fn table(rows: &[Row], args: &Args) -> String {
             Some((median, min, max)) => (human(median), human(min), human(max)),
             None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
         };
-        let reference = REFERENCES.iter().find(|r| r.0 == row.scenario && r.1 == row.variant);
+        let reference = figures::find(row.scenario, &row.variant);
         lines.push([
             row.scenario.to_owned(),
             row.variant.clone(),
@@ -325,8 +296,8 @@ fn table(rows: &[Row], args: &Args) -> String {
             min,
             max,
             row.unit.clone(),
-            reference.map_or(String::new(), |r| r.2.to_owned()),
-            reference.map_or(String::new(), |r| r.3.to_owned()),
+            reference.map_or(String::new(), Reference::go_text),
+            reference.map_or(String::new(), Reference::target_text),
         ]);
     }
     let mut widths = [0usize; 8];
