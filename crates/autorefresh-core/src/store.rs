@@ -29,7 +29,8 @@ pub enum GetOrInsert<V> {
 ///   listener runs; evictions are reported to the [`EvictionListener`], which must not be
 ///   called while the store holds a lock the listener could need.
 ///
-/// `autorefresh-moka` implements it on moka.
+/// `autorefresh-papaya` (the facade's default: lock-free reads, approximate LRU) and
+/// `autorefresh-moka` (exact LRU) implement it.
 ///
 /// # Examples
 ///

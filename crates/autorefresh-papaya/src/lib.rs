@@ -2,8 +2,9 @@
 //! [papaya](https://docs.rs/papaya)'s lock-free hash map, for read-heavy use.
 //!
 //! [`PapayaStore`] serves `get` at close to the speed of a bare papaya lookup (no lock, no
-//! write to a shared cache line for an entry already marked used), and evicts by CLOCK
-//! (second chance), an approximation of least-recently-used:
+//! write to a shared cache line for an entry already marked used), and evicts the least
+//! recently used entry of a 32-slot window of its ring (exact LRU up to 32 entries; reads
+//! between the same two inserts tie), an approximation of least-recently-used:
 //!
 //! - an item just created is never the one evicted for it;
 //! - the capacity is exact as readers see it: an insert into a full store removes its victim

@@ -1,4 +1,5 @@
-//! [`PapayaStore`]: the [`Store`] on a papaya map, with CLOCK eviction.
+//! [`PapayaStore`]: the [`Store`] on a papaya map, evicting the least recently used of a
+//! 32-slot window.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;

@@ -176,7 +176,7 @@ async fn staleness_drops_to_zero_once_nothing_is_left_to_refresh() {
     assert!(events.take().contains(&Event::Staleness(Duration::from_secs(5))));
     service.set_behaviour(Behaviour::Increment); // item-1 becomes terminal
     sleep(Duration::from_secs(2)).await;
-    let last = events.take().into_iter().filter(|e| matches!(e, Event::Staleness(_))).last();
+    let last = events.take().into_iter().rfind(|e| matches!(e, Event::Staleness(_)));
     assert_eq!(last, Some(Event::Staleness(Duration::ZERO)));
     running.shutdown().await;
 }
