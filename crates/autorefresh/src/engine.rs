@@ -72,6 +72,7 @@ where
         }
     }
 
+    shared.queue.reserve(shared.store.len());
     const CHUNK: usize = 4096;
     let mut due = Vec::with_capacity(CHUNK);
     let mut added = 0;

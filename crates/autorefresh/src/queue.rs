@@ -163,6 +163,14 @@ where
         added
     }
 
+    /// Makes room for `ids` tracked ids at once, so a large sweep does not grow the table
+    /// step by step (each step rehashing every id already in it).
+    pub(crate) fn reserve(&self, ids: usize) {
+        let mut state = self.state.lock();
+        let missing = ids.saturating_sub(state.entries.len());
+        state.entries.reserve(missing);
+    }
+
     /// Forgets `id` if it still refers to `entry` (the item was deleted or evicted). An
     /// attempt in flight finishes, but its id is not queued again unless it is re-added.
     pub(crate) fn remove(&self, id: &K, entry: &EntryHandle<V>) {
