@@ -11,7 +11,7 @@ use autorefresh::{
     AutoRefresh, Batch, CancellationToken, Error, FixedSizeBatches,
     ItemExponentialFailureRateLimiter, ItemSyncResponse, RateLimiter, SyncAction,
 };
-use common::{id, load, settle, sync_with, Behaviour, Counter, Recorder, Service};
+use common::{id, increment, load, settle, sync_with, Behaviour, Counter, Recorder, Service};
 use tokio::sync::Notify;
 use tokio::time::{advance, sleep};
 
@@ -235,14 +235,7 @@ async fn a_delete_during_a_sync_is_never_undone() {
             let release = Arc::clone(&release);
             async move {
                 release.notified().await;
-                Ok(batch
-                    .into_iter()
-                    .map(|w| {
-                        let (id, mut item) = w.into_parts();
-                        item.value += 1;
-                        ItemSyncResponse { id, item, action: SyncAction::Update }
-                    })
-                    .collect())
+                Ok(increment(batch))
             }
         }
     };

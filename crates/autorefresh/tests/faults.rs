@@ -14,9 +14,9 @@ use std::time::Duration;
 use autorefresh::tower::timeout::TimeoutLayer;
 use autorefresh::{
     AutoRefresh, AutoRefreshBuilder, Batch, CancellationToken, ItemExponentialFailureRateLimiter,
-    ItemSyncResponse, ItemWrapper, SyncAction, SyncError,
+    ItemSyncResponse, ItemWrapper, SyncError,
 };
-use common::{id, load, queue_figures, Counter, QueueFigures, Recorder};
+use common::{id, increment, load, queue_figures, Counter, QueueFigures, Recorder};
 use tokio::time::sleep;
 
 const ITEMS: usize = 20;
@@ -107,14 +107,7 @@ impl Faults {
             self.panicked.fetch_add(1, Ordering::SeqCst);
             panic!("sync panicked on purpose");
         }
-        Ok(batch
-            .into_iter()
-            .map(|w| {
-                let (id, mut item) = w.into_parts();
-                item.value += 1;
-                ItemSyncResponse { id, item, action: SyncAction::Update }
-            })
-            .collect())
+        Ok(increment(batch))
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use autorefresh::{AutoRefresh, Batch, CancellationToken, Error, ItemSyncResponse, SyncAction};
-use common::{id, queue_figures, settle, Counter, QueueFigures};
+use autorefresh::{AutoRefresh, Batch, CancellationToken, Error};
+use common::{id, increment, queue_figures, settle, Counter, QueueFigures};
 use tokio::time::sleep;
 
 const PERIOD: Duration = Duration::from_secs(1);
@@ -50,14 +50,7 @@ fn sync_fn(
             sleep(delay).await;
             guard.done = true;
             calls.finished.fetch_add(1, Ordering::SeqCst);
-            Ok(batch
-                .into_iter()
-                .map(|w| {
-                    let (id, mut item) = w.into_parts();
-                    item.value += 1;
-                    ItemSyncResponse { id, item, action: SyncAction::Update }
-                })
-                .collect())
+            Ok(increment(batch))
         })
     }
 }

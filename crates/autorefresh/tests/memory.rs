@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use autorefresh::{
     AutoRefresh, Batch, CancellationToken, FixedSizeBatches, ItemExponentialFailureRateLimiter,
-    ItemSyncResponse, SyncAction,
 };
-use common::{id, queue_figures, settle, sync_with, Behaviour, Counter, QueueFigures, Service};
+use common::{
+    id, increment, queue_figures, settle, sync_with, Behaviour, Counter, QueueFigures, Service,
+};
 use tokio::time::sleep;
 
 const PERIOD: Duration = Duration::from_secs(1);
@@ -134,14 +135,7 @@ async fn churn(total: usize) {
                 if fail {
                     return Err("the external system failed".into());
                 }
-                Ok(batch
-                    .into_iter()
-                    .map(|w| {
-                        let (id, mut item) = w.into_parts();
-                        item.value += 1;
-                        ItemSyncResponse { id, item, action: SyncAction::Update }
-                    })
-                    .collect())
+                Ok(increment(batch))
             }
         }
     };

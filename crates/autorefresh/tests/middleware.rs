@@ -11,23 +11,12 @@ use autorefresh::tower::rate_limit::SyncRateLimitLayer;
 use autorefresh::tower::retry::{retry_layer, BackoffRetryPolicy, Jitter, Transient};
 use autorefresh::tower::timeout::TimeoutLayer;
 use autorefresh::{
-    AutoRefresh, Batch, CancellationToken, ItemExponentialFailureRateLimiter, ItemSyncResponse,
-    RetryAfter, SyncAction, SyncError, SyncService,
+    AutoRefresh, Batch, CancellationToken, ItemExponentialFailureRateLimiter, RetryAfter,
+    SyncError, SyncService,
 };
-use common::{id, load, Counter, Recorder};
+use common::{id, increment, load, Counter, Recorder};
 use tokio::time::{sleep, Instant};
 use tower::{Layer, Service};
-
-fn increment(batch: Batch<String, Counter>) -> Vec<ItemSyncResponse<String, Counter>> {
-    batch
-        .into_iter()
-        .map(|w| {
-            let (id, mut item) = w.into_parts();
-            item.value += 1;
-            ItemSyncResponse { id, item, action: SyncAction::Update }
-        })
-        .collect()
-}
 
 /// S7: the sync for one item never returns. With a timeout layer and two workers, every other
 /// item keeps refreshing and the hung one is retried with backoff.

@@ -11,7 +11,7 @@ use autorefresh::{
     AutoRefresh, Batch, CancellationToken, FixedSizeBatches, Item,
     ItemExponentialFailureRateLimiter, ItemSyncResponse, SyncAction, SyncError,
 };
-use common::{load, queue_figures, QueueFigures, Recorder};
+use common::{increment, load, queue_figures, QueueFigures, Recorder};
 use tokio::time::Instant;
 
 /// A small deterministic generator (xorshift64*), so the tests need no RNG crate.
@@ -306,14 +306,7 @@ mod concurrency {
         if faults.roll(20) {
             panic!("sync panicked on purpose");
         }
-        Ok(batch
-            .into_iter()
-            .map(|w| {
-                let (id, mut item) = w.into_parts();
-                item.value += 1;
-                ItemSyncResponse { id, item, action: SyncAction::Update }
-            })
-            .collect())
+        Ok(increment(batch))
     }
 
     /// Batches of four, or, at random: an error, a panic, no batch at all, every batch

@@ -132,14 +132,7 @@ impl Service {
             tokio::time::sleep(delay).await;
         }
         match behaviour {
-            Behaviour::Increment => Ok(batch
-                .into_iter()
-                .map(|w| {
-                    let (id, mut item) = w.into_parts();
-                    item.value += 1;
-                    ItemSyncResponse { id, item, action: SyncAction::Update }
-                })
-                .collect()),
+            Behaviour::Increment => Ok(increment(batch)),
             Behaviour::Unchanged => Ok(Vec::new()),
             Behaviour::Fail => Err("the external system is down".into()),
             Behaviour::Panic => panic!("sync function panicked on purpose"),
@@ -166,6 +159,18 @@ impl Drop for InFlightGuard<'_> {
 pub type SyncFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = autorefresh::SyncResult<String, Counter>> + Send>,
 >;
+
+/// What a fake external system answers for a batch: every item's value goes up by one.
+pub fn increment(batch: Batch<String, Counter>) -> Vec<ItemSyncResponse<String, Counter>> {
+    batch
+        .into_iter()
+        .map(|w| {
+            let (id, mut item) = w.into_parts();
+            item.value += 1;
+            ItemSyncResponse { id, item, action: SyncAction::Update }
+        })
+        .collect()
+}
 
 /// A sync closure calling `service`.
 pub fn sync_with(
