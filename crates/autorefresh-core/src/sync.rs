@@ -19,6 +19,19 @@ pub enum SyncAction {
     /// The item changed: the cache stores the returned item, unless the entry was deleted,
     /// evicted or replaced by the caller since the batch was dispatched.
     Update,
+    /// The remote object is gone: the cache removes the item, unless the entry was deleted,
+    /// evicted or replaced by the caller since the batch was dispatched (then it is left as
+    /// it is). The response's `item` is ignored. Subscribers to the item see their channel
+    /// closed, as for a delete.
+    ///
+    /// ```
+    /// use autorefresh_core::{ItemSyncResponse, SyncAction};
+    ///
+    /// // The external system no longer knows "job-7": stop tracking it.
+    /// let gone = ItemSyncResponse { id: "job-7", item: 0_u32, action: SyncAction::Delete };
+    /// assert_eq!(gone.action, SyncAction::Delete);
+    /// ```
+    Delete,
 }
 
 /// One item's result from a sync call.

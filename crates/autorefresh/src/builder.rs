@@ -24,6 +24,12 @@ pub const DEFAULT_RESYNC_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_PARALLELISM: usize = 10;
 /// The default capacity of the default store: 10 000 items.
 pub const DEFAULT_CAPACITY: u64 = 10_000;
+/// The default capacity of the [`AutoRefresh::updates`] broadcast: 1024 changes.
+///
+/// ```
+/// assert_eq!(autorefresh::DEFAULT_UPDATES_CAPACITY, 1024);
+/// ```
+pub const DEFAULT_UPDATES_CAPACITY: usize = 1024;
 
 /// Configures and builds an [`AutoRefresh`]; made by [`AutoRefresh::builder`].
 ///
@@ -39,6 +45,7 @@ pub const DEFAULT_CAPACITY: u64 = 10_000;
 /// | [`rate_limiter`](Self::rate_limiter) | [`default_controller_rate_limiter`](crate::default_controller_rate_limiter) |
 /// | [`store`](Self::store) | [`PapayaStore`] (approximate LRU, foldhash) of `capacity` items |
 /// | [`metrics`](Self::metrics) | none recorded |
+/// | [`updates_capacity`](Self::updates_capacity) | 1024 changes ([`DEFAULT_UPDATES_CAPACITY`]) |
 ///
 /// # Examples
 ///
@@ -82,6 +89,7 @@ pub struct AutoRefreshBuilder<K, V> {
     parallelism: usize,
     capacity: Option<u64>,
     sync_on_create: bool,
+    updates_capacity: usize,
     /// The first error found by `config`, reported by `build`.
     config_error: Option<Error>,
 }
@@ -119,6 +127,7 @@ where
             parallelism: DEFAULT_PARALLELISM,
             capacity: None,
             sync_on_create: true,
+            updates_capacity: DEFAULT_UPDATES_CAPACITY,
             config_error: None,
         }
     }
@@ -215,6 +224,39 @@ where
         self
     }
 
+    /// How many changes the [`AutoRefresh::updates`] broadcast holds for its slowest
+    /// receiver before that receiver lags (misses the oldest). Default: 1024
+    /// ([`DEFAULT_UPDATES_CAPACITY`]). Must be at least 1 and at most `usize::MAX / 2`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use autorefresh::{AutoRefresh, Batch, Error, Item};
+    ///
+    /// #[derive(Clone)]
+    /// struct Job;
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { false }
+    /// }
+    ///
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .updates_capacity(16_384)
+    ///     .build();
+    /// assert!(cache.is_ok());
+    ///
+    /// let err = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .updates_capacity(0)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::InvalidConfig { field: "updates_capacity", .. }));
+    /// ```
+    pub fn updates_capacity(mut self, changes: usize) -> Self {
+        self.updates_capacity = changes;
+        self
+    }
+
     /// Keeps the items in `store` instead of the default [`PapayaStore`].
     ///
     /// The default reads about ten times faster than [`MokaStore`](crate::MokaStore) (see
@@ -295,8 +337,8 @@ where
     /// # Errors
     ///
     /// [`Error::InvalidConfig`], naming the field, when no sync function was given, or
-    /// capacity, parallelism or the resync period is zero, or a capacity was given with a
-    /// custom store.
+    /// capacity, parallelism, the resync period or the updates capacity is zero, or a capacity
+    /// was given with a custom store.
     pub fn build(self) -> Result<AutoRefresh<K, V>, Error> {
         let invalid =
             |field, reason: &str| Error::InvalidConfig { field, reason: reason.to_owned() };
@@ -309,6 +351,15 @@ where
         }
         if self.resync_period.is_zero() {
             return Err(invalid("resync_period", "must be longer than zero, got 0s"));
+        }
+        if self.updates_capacity == 0 || self.updates_capacity > usize::MAX / 2 {
+            return Err(Error::InvalidConfig {
+                field: "updates_capacity",
+                reason: format!(
+                    "must be between 1 and usize::MAX / 2, got {}",
+                    self.updates_capacity
+                ),
+            });
         }
         let store = match (self.store, self.capacity) {
             (Some(_), Some(capacity)) => {
@@ -338,6 +389,7 @@ where
             resync_period: self.resync_period,
             parallelism: self.parallelism,
             sync_on_create: self.sync_on_create,
+            updates_capacity: self.updates_capacity,
         }))
     }
 }

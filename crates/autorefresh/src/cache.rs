@@ -10,12 +10,14 @@ use autorefresh_core::{
     CreateBatchesFunc, EntryHandle, Error, GetOrInsert, Item, Metrics, RateLimiter, Store,
 };
 use parking_lot::Mutex;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::AutoRefreshBuilder;
 use crate::engine;
+use crate::notify::Notifier;
 use crate::queue::WorkQueue;
 use crate::sync_service::SyncPath;
 
@@ -85,6 +87,7 @@ impl<K: 'static, V: 'static> fmt::Debug for AutoRefresh<K, V> {
             .field("len", &self.shared.store.len())
             .field("resync_period", &self.shared.resync_period)
             .field("parallelism", &self.shared.parallelism)
+            .field("watched", &self.shared.notifier.watched())
             .field("queue", &self.shared.queue)
             .finish_non_exhaustive()
     }
@@ -99,6 +102,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) batcher: Box<dyn CreateBatchesFunc<K, V>>,
     pub(crate) limiter: Arc<dyn RateLimiter<K>>,
     pub(crate) metrics: Arc<dyn Metrics>,
+    /// Subscribers to items and to the broadcast of updates.
+    pub(crate) notifier: Arc<Notifier<K, V>>,
     /// Per worker: when its batch in flight started (ticks + 1), or 0 when idle.
     pub(crate) in_flight: Box<[AtomicU64]>,
     /// The origin of the cache's ticks (see [`Shared::ticks`]).
@@ -122,6 +127,7 @@ pub(crate) struct Parts<K, V> {
     pub(crate) resync_period: Duration,
     pub(crate) parallelism: usize,
     pub(crate) sync_on_create: bool,
+    pub(crate) updates_capacity: usize,
 }
 
 impl<K, V> Shared<K, V> {
@@ -138,10 +144,12 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
-    /// Drops what the queue and the limiter hold for an entry that left the store.
+    /// Drops what the queue, the limiter and the subscribers hold for an entry that left the
+    /// store.
     pub(crate) fn forget(&self, id: &K, entry: &EntryHandle<V>) {
         self.queue.remove(id, entry);
         self.limiter.forget(id);
+        self.notifier.removed(id, entry);
     }
 }
 
@@ -157,13 +165,16 @@ where
 
     pub(crate) fn from_parts(parts: Parts<K, V>) -> Self {
         let queue = Arc::new(WorkQueue::new());
+        let notifier = Arc::new(Notifier::new(parts.updates_capacity));
         let on_evict = {
             let queue = Arc::clone(&queue);
             let limiter = Arc::clone(&parts.limiter);
             let metrics = Arc::clone(&parts.metrics);
+            let notifier = Arc::clone(&notifier);
             move |id: &K, entry: &EntryHandle<V>| {
                 queue.remove(id, entry);
                 limiter.forget(id);
+                notifier.removed(id, entry);
                 metrics.eviction();
             }
         };
@@ -177,6 +188,7 @@ where
                 batcher: parts.batcher,
                 limiter: parts.limiter,
                 metrics: parts.metrics,
+                notifier,
                 in_flight: (0..parts.parallelism).map(|_| AtomicU64::new(0)).collect(),
                 epoch: Instant::now(),
                 pending_deletes: Mutex::new(Vec::new()),
@@ -274,8 +286,181 @@ where
     /// Replaces the item under `id` if there is one; returns whether it did.
     ///
     /// A refresh that was in flight when `update` ran does not overwrite the new item.
+    /// Receivers from [`subscribe`](Self::subscribe) for `id` and from
+    /// [`updates`](Self::updates) are sent the new item.
     pub fn update(&self, id: &K, item: V) -> bool {
-        self.shared.store.get(id).is_some_and(|entry| entry.replace(item))
+        let Some(entry) = self.shared.store.get(id) else { return false };
+        let notifier = &self.shared.notifier;
+        let broadcast = notifier.broadcasting().then(|| item.clone());
+        if !entry.replace(item) {
+            return false;
+        }
+        if notifier.watching() {
+            notifier.changed(id, &entry);
+        }
+        if let Some(item) = broadcast {
+            notifier.broadcast(id.clone(), item);
+        }
+        true
+    }
+
+    /// A receiver of the item under `id`: it holds the current item, and is sent every new one
+    /// (a sync's [`SyncAction::Update`](crate::SyncAction::Update) that is applied, or a
+    /// caller's [`update`](Self::update)). When the item leaves the cache (deleted, removed by
+    /// a sweep after [`delete_delayed`](Self::delete_delayed), evicted, or a sync's
+    /// [`SyncAction::Delete`](crate::SyncAction::Delete)), the channel closes:
+    /// [`changed`](watch::Receiver::changed) returns an error.
+    ///
+    /// A receiver sees the latest item, not every intermediate one (it is a
+    /// [`tokio::sync::watch`] channel); use [`updates`](Self::updates) for every change.
+    /// The cache keeps one sender per watched id, and drops it when the item leaves, at the
+    /// first change or the next sweep after every receiver was dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the cache has no item under `id`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use autorefresh::{AutoRefresh, Batch, Item};
+    ///
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Job { done: bool }
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { self.done }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), autorefresh::Error> {
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .build()?;
+    /// cache.get_or_create(1, Job { done: false })?;
+    ///
+    /// let mut job = cache.subscribe(&1)?;
+    /// cache.update(&1, Job { done: true });
+    /// job.changed().await.unwrap();
+    /// assert_eq!(*job.borrow_and_update(), Job { done: true });
+    ///
+    /// cache.delete(&1);
+    /// assert!(job.changed().await.is_err()); // the item left the cache
+    /// assert!(cache.subscribe(&1).unwrap_err().is_not_found());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscribe(&self, id: &K) -> Result<watch::Receiver<V>, Error> {
+        let entry = self.shared.store.get(id).ok_or_else(|| Error::not_found(id))?;
+        self.shared.notifier.subscribe(id, entry).ok_or_else(|| Error::not_found(id))
+    }
+
+    /// Waits until the item under `id` is terminal ([`Item::is_terminal`]) and returns it; at
+    /// once if it already is.
+    ///
+    /// Dropping the future stops the wait. It needs the cache to be
+    /// [`start`](Self::start)ed, or callers to [`update`](Self::update) the item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the cache has no item under `id`, or if the item leaves the
+    /// cache before it is terminal (deleted, removed after `delete_delayed`, evicted, or a
+    /// sync's [`SyncAction::Delete`](crate::SyncAction::Delete)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use autorefresh::{AutoRefresh, Batch, Item, ItemSyncResponse, SyncAction};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Job { polls: u32 }
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { self.polls >= 3 }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), autorefresh::Error> {
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|batch: Batch<u64, Job>| async move {
+    ///         Ok(batch
+    ///             .into_iter()
+    ///             .map(|w| {
+    ///                 let (id, job) = w.into_parts();
+    ///                 ItemSyncResponse { id, item: Job { polls: job.polls + 1 }, action: SyncAction::Update }
+    ///             })
+    ///             .collect())
+    ///     })
+    ///     .resync_period(Duration::from_secs(1))
+    ///     .build()?;
+    /// let running = cache.start(CancellationToken::new())?;
+    /// cache.get_or_create(7, Job { polls: 0 })?;
+    ///
+    /// assert_eq!(cache.wait_terminal(&7).await?, Job { polls: 3 });
+    /// assert!(cache.wait_terminal(&8).await.unwrap_err().is_not_found());
+    /// running.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_terminal(&self, id: &K) -> Result<V, Error> {
+        let mut receiver = self.subscribe(id)?;
+        let item = loop {
+            {
+                let item = receiver.borrow_and_update();
+                if item.is_terminal() {
+                    break item.clone();
+                }
+            }
+            if receiver.changed().await.is_err() {
+                return Err(Error::not_found(id));
+            }
+        };
+        // A terminal item changes no more: drop its sender now if this was the last receiver.
+        drop(receiver);
+        self.shared.notifier.release(id);
+        Ok(item)
+    }
+
+    /// A receiver of every change applied from now on, as `(id, new item)`: each sync
+    /// [`SyncAction::Update`](crate::SyncAction::Update) that is stored, and each caller's
+    /// [`update`](Self::update). Items created, deleted or evicted are not sent.
+    ///
+    /// It is a [`tokio::sync::broadcast`] channel of the capacity set by
+    /// [`AutoRefreshBuilder::updates_capacity`] (default
+    /// [`DEFAULT_UPDATES_CAPACITY`](crate::DEFAULT_UPDATES_CAPACITY)). Sending never waits: a
+    /// receiver more than that many changes behind **lags**: its next
+    /// [`recv`](broadcast::Receiver::recv) returns
+    /// [`RecvError::Lagged(n)`](broadcast::error::RecvError::Lagged), it has missed the `n`
+    /// oldest changes, and it goes on from the oldest one still held (read the cache with
+    /// [`get`](Self::get) to catch up). The workers are never slowed by a receiver. While no
+    /// receiver exists, nothing is cloned or sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use autorefresh::{AutoRefresh, Batch, Item};
+    ///
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Job { step: u32 }
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { false }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), autorefresh::Error> {
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .build()?;
+    /// cache.get_or_create(1, Job { step: 0 })?;
+    ///
+    /// let mut updates = cache.updates();
+    /// cache.update(&1, Job { step: 1 });
+    /// assert_eq!(updates.recv().await.unwrap(), (1, Job { step: 1 }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn updates(&self) -> broadcast::Receiver<(K, V)> {
+        self.shared.notifier.updates()
     }
 
     /// Removes the item under `id` now, if there is one. A refresh in flight for it is

@@ -71,6 +71,9 @@ where
             shared.forget(&id, &entry);
         }
     }
+    if shared.notifier.watching() {
+        shared.notifier.prune();
+    }
 
     shared.queue.reserve(shared.store.len());
     const CHUNK: usize = 4096;
@@ -339,20 +342,28 @@ where
 /// Batches up to this size find their responses by a linear scan; larger ones build an index.
 const LINEAR_LOOKUP_MAX: usize = 16;
 
+/// What a batch's responses ask of one dispatched item.
+enum Change<V> {
+    None,
+    Update(V),
+    Delete,
+}
+
 /// Stores each `Update` whose entry is still the one dispatched, at the version dispatched,
-/// and records every dispatched entry still at that version as refreshed now.
+/// and records every dispatched entry still at that version as refreshed now; removes the
+/// entries a `Delete` names on the same condition. Subscribers are told.
 fn apply<K, V>(
     shared: &Shared<K, V>,
     dispatched: &[Dispatched<K, V>],
     responses: Vec<ItemSyncResponse<K, V>>,
 ) where
-    K: Hash + Eq,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
     let now = shared.ticks();
     // Built only if responses come out of the batch's order and the batch is not small.
     let mut index: Option<HashMap<&K, usize>> = None;
-    let mut updates: Vec<Option<V>> = dispatched.iter().map(|_| None).collect();
+    let mut changes: Vec<Change<V>> = dispatched.iter().map(|_| Change::None).collect();
     for (position, response) in responses.into_iter().enumerate() {
         // Most sync functions answer in the batch's order: try the same position first.
         let found = if dispatched.get(position).is_some_and(|d| d.id == response.id) {
@@ -369,12 +380,41 @@ fn apply<K, V>(
             shared.metrics.ignored_response();
             continue;
         };
-        if response.action == SyncAction::Update {
-            updates[i] = Some(response.item);
+        match response.action {
+            SyncAction::Update => changes[i] = Change::Update(response.item),
+            SyncAction::Delete => changes[i] = Change::Delete,
+            _ => {}
         }
     }
-    for (target, update) in dispatched.iter().zip(updates) {
-        target.entry.apply_refresh(target.version, update, now);
+    let notifier = &shared.notifier;
+    // Asked once per batch, and only if it has an update to send.
+    let mut broadcasting: Option<bool> = None;
+    for (target, change) in dispatched.iter().zip(changes) {
+        match change {
+            Change::None => {
+                target.entry.apply_refresh(target.version, None, now);
+            }
+            Change::Update(item) => {
+                let broadcast = (*broadcasting.get_or_insert_with(|| notifier.broadcasting()))
+                    .then(|| item.clone());
+                if target.entry.apply_refresh(target.version, Some(item), now) {
+                    if notifier.watching() {
+                        notifier.changed(&target.id, &target.entry);
+                    }
+                    if let Some(item) = broadcast {
+                        notifier.broadcast(target.id.clone(), item);
+                    }
+                }
+            }
+            Change::Delete => {
+                // Still live at the version dispatched: the caller did not replace it since.
+                if target.entry.apply_refresh(target.version, None, now)
+                    && shared.store.remove_entry(&target.id, &target.entry)
+                {
+                    shared.forget(&target.id, &target.entry);
+                }
+            }
+        }
     }
 }
 

@@ -81,6 +81,7 @@ mod builder;
 mod cache;
 mod config;
 mod engine;
+mod notify;
 mod queue;
 mod sync_service;
 
@@ -104,6 +105,7 @@ pub use autorefresh_tower::{
 };
 pub use builder::{
     AutoRefreshBuilder, DEFAULT_CAPACITY, DEFAULT_PARALLELISM, DEFAULT_RESYNC_PERIOD,
+    DEFAULT_UPDATES_CAPACITY,
 };
 pub use cache::{AutoRefresh, Running};
 pub use config::{AutoRefreshConfig, LimiterConfig};

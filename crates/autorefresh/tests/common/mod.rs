@@ -275,3 +275,15 @@ pub fn queue_figures<K: 'static, V: 'static>(
 /// The future of a sync closure over any id and item types.
 pub type BoxFuture<K, V> =
     std::pin::Pin<Box<dyn std::future::Future<Output = autorefresh::SyncResult<K, V>> + Send>>;
+
+/// How many ids have subscribers' senders in the cache, read from its `Debug` output
+/// (`watched: N`); panics if the output no longer shows it.
+pub fn watched<K: 'static, V: 'static>(cache: &autorefresh::AutoRefresh<K, V>) -> usize {
+    let debug = format!("{cache:?}");
+    let after = debug
+        .split_once("watched: ")
+        .unwrap_or_else(|| panic!("no `watched` in the cache's Debug output: {debug}"))
+        .1;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("`watched` is not a number in: {debug}"))
+}
