@@ -408,6 +408,8 @@ fn apply<K, V>(
             }
             Change::Delete => {
                 // Still live at the version dispatched: the caller did not replace it since.
+                // (A caller's update between this check and the removal is removed with it:
+                // the entry has no atomic check-and-remove.)
                 if target.entry.apply_refresh(target.version, None, now)
                     && shared.store.remove_entry(&target.id, &target.entry)
                 {

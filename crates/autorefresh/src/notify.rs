@@ -1,11 +1,12 @@
 //! Change notifications: per-item watch channels and the broadcast of every update.
 //!
 //! Nothing here costs anything while nobody listens: the workers read one atomic counter
-//! (watchers) per applied update, and ask the broadcast channel for its receiver count once
-//! per batch that applies an update.
+//! (watchers) per applied update and, once per batch that applies an update, one flag that
+//! says whether `updates()` was ever called (only then is the broadcast channel asked for its
+//! receiver count, which takes its lock).
 
 use std::hash::Hash;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use autorefresh_core::{EntryHandle, EntryState, EntryVersion};
 use foldhash::HashMap;
@@ -26,6 +27,8 @@ pub(crate) struct Notifier<K, V> {
     watching: AtomicUsize,
     watches: Mutex<HashMap<K, Watch<V>>>,
     updates: broadcast::Sender<(K, V)>,
+    /// Whether `updates()` was ever called: until then, nobody can receive the broadcast.
+    updates_asked: AtomicBool,
 }
 
 impl<K, V> Notifier<K, V> {
@@ -45,6 +48,7 @@ where
             watching: AtomicUsize::new(0),
             watches: Mutex::new(HashMap::default()),
             updates: broadcast::channel(updates_capacity).0,
+            updates_asked: AtomicBool::new(false),
         }
     }
 
@@ -133,7 +137,7 @@ where
 
     /// Whether anyone receives the broadcast of updates.
     pub(crate) fn broadcasting(&self) -> bool {
-        self.updates.receiver_count() > 0
+        self.updates_asked.load(Ordering::Relaxed) && self.updates.receiver_count() > 0
     }
 
     /// Broadcasts an applied update; never waits (a slow receiver lags instead).
@@ -143,6 +147,9 @@ where
     }
 
     pub(crate) fn updates(&self) -> broadcast::Receiver<(K, V)> {
+        // A change applied while this call runs may or may not reach the new receiver, as
+        // with any broadcast subscription.
+        self.updates_asked.store(true, Ordering::Relaxed);
         self.updates.subscribe()
     }
 }
