@@ -350,3 +350,45 @@ async fn sync_action_delete_loses_to_a_caller_update_or_a_re_create() {
     assert_eq!(cache.get(&id(2)).unwrap().target, 50, "the re-created item stays");
     running.shutdown().await;
 }
+
+/// Subscribing races with updates from other threads: once the writers stop, every receiver
+/// holds the item `get` returns (no update is missed between reading the item and
+/// registering, and of two racing updates the later one is kept).
+#[test]
+fn receivers_end_on_the_latest_item_under_racing_updates_and_subscribes() {
+    let service = Service::new(Behaviour::Unchanged);
+    let cache = cache(&service);
+    for n in 0..8 {
+        cache.get_or_create(id(n), Counter::new(u32::MAX)).unwrap();
+    }
+    let receivers = std::thread::scope(|scope| {
+        for writer in 0..4_u32 {
+            let cache = &cache;
+            scope.spawn(move || {
+                for step in 0..2_000 {
+                    let item = Counter { value: step * 4 + writer, target: u32::MAX };
+                    assert!(cache.update(&id((step % 8) as usize), item));
+                }
+            });
+        }
+        let subscribers: Vec<_> = (0..4)
+            .map(|_| {
+                let cache = &cache;
+                scope.spawn(move || {
+                    let mut receivers = Vec::new();
+                    for round in 0..500 {
+                        receivers.push((round % 8, cache.subscribe(&id(round % 8)).unwrap()));
+                        if round % 3 == 0 {
+                            receivers.swap_remove(0); // some go away mid-stream
+                        }
+                    }
+                    receivers
+                })
+            })
+            .collect();
+        subscribers.into_iter().flat_map(|s| s.join().unwrap()).collect::<Vec<_>>()
+    });
+    for (n, receiver) in &receivers {
+        assert_eq!(*receiver.borrow(), cache.get(&id(*n)).unwrap(), "item {n}");
+    }
+}
