@@ -169,6 +169,29 @@ impl<V> EntryHandle<V> {
         true
     }
 
+    /// Marks the entry removed only if it is live at `version` (a refresh reporting the remote
+    /// object gone): checked and marked at once, so a caller's update in between wins. The
+    /// caller then removes it from its store. Returns whether it did.
+    ///
+    /// ```
+    /// use autorefresh_core::{EntryHandle, EntryState};
+    ///
+    /// let entry = EntryHandle::new("running");
+    /// let dispatched = entry.snapshot().version;
+    /// entry.replace("cancelled by the caller");
+    /// assert!(!entry.mark_removed_if_version(dispatched)); // the caller's update wins
+    /// assert!(entry.mark_removed_if_version(entry.snapshot().version));
+    /// assert_eq!(entry.state(), EntryState::Removed);
+    /// ```
+    pub fn mark_removed_if_version(&self, version: EntryVersion) -> bool {
+        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        if cell.state != EntryState::Live || cell.version != version.0 {
+            return false;
+        }
+        cell.state = EntryState::Removed;
+        true
+    }
+
     /// Marks the entry removed from its store. Stores call this for every entry they drop.
     pub fn mark_removed(&self) {
         self.cell.write().unwrap_or_else(PoisonError::into_inner).state = EntryState::Removed;

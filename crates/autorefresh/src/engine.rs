@@ -407,10 +407,9 @@ fn apply<K, V>(
                 }
             }
             Change::Delete => {
-                // Still live at the version dispatched: the caller did not replace it since.
-                // (A caller's update between this check and the removal is removed with it:
-                // the entry has no atomic check-and-remove.)
-                if target.entry.apply_refresh(target.version, None, now)
+                // Only if still live at the version dispatched, checked and marked at once: a
+                // caller's update, before or during this, wins.
+                if target.entry.mark_removed_if_version(target.version)
                     && shared.store.remove_entry(&target.id, &target.entry)
                 {
                     shared.forget(&target.id, &target.entry);
