@@ -62,7 +62,6 @@ fn a_large_store_evicts_unread_entries_before_read_ones() {
 }
 
 #[test]
-#[allow(clippy::disallowed_methods)] // a real thread must wait for another: no tokio here
 fn an_eviction_waits_for_a_reader_of_its_entry_without_holding_the_store() {
     // Thread A reads the entry (holding the entry's own lock) and, meanwhile, creates an id;
     // thread B's create evicts that entry. Marking it removed while holding the store's lock
@@ -76,7 +75,14 @@ fn an_eviction_waits_for_a_reader_of_its_entry_without_holding_the_store() {
     thread::spawn(move || {
         victim.with(|_| {
             reading_tx.send(()).unwrap();
-            thread::sleep(std::time::Duration::from_millis(100));
+            // Wait (without sleeping) until B's create has taken the victim out of the map:
+            // B is then about to mark it removed, which waits for this read.
+            let mut spins = 0_u64;
+            while a_store.get(&0).is_some() {
+                spins += 1;
+                assert!(spins < 100_000_000, "B never evicted the victim");
+                thread::yield_now();
+            }
             a_store.get_or_insert(2, EntryHandle::new(2));
         });
         a_done.send("a").unwrap();
