@@ -16,6 +16,7 @@ use tower::{Layer, Service};
 
 use crate::cache::{AutoRefresh, Parts};
 use crate::config::AutoRefreshConfig;
+use crate::removal::RemovalListener;
 use crate::sync_service::{boxed_layer, ApplyLayer, SyncPath, SyncService};
 
 /// The default resync period: 30 s.
@@ -90,6 +91,7 @@ pub struct AutoRefreshBuilder<K, V> {
     capacity: Option<u64>,
     sync_on_create: bool,
     updates_capacity: usize,
+    removal_listener: Option<RemovalListener<K, V>>,
     /// The first error found by `config`, reported by `build`.
     config_error: Option<Error>,
 }
@@ -105,6 +107,7 @@ impl<K, V> fmt::Debug for AutoRefreshBuilder<K, V> {
             .field("parallelism", &self.parallelism)
             .field("capacity", &self.capacity)
             .field("sync_on_create", &self.sync_on_create)
+            .field("removal_listener", &self.removal_listener.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +131,7 @@ where
             capacity: None,
             sync_on_create: true,
             updates_capacity: DEFAULT_UPDATES_CAPACITY,
+            removal_listener: None,
             config_error: None,
         }
     }
@@ -254,6 +258,63 @@ where
     /// ```
     pub fn updates_capacity(mut self, changes: usize) -> Self {
         self.updates_capacity = changes;
+        self
+    }
+
+    /// Calls `listener` with every item that leaves the cache, its id, and why
+    /// ([`RemovalCause`](crate::RemovalCause)): a caller's [`delete`](AutoRefresh::delete),
+    /// the sweep after [`delete_delayed`](AutoRefresh::delete_delayed), an eviction for
+    /// capacity, terminal expiry, or a sync's
+    /// [`SyncAction::Delete`](crate::SyncAction::Delete). Each removal is told exactly once,
+    /// with the item as it was when removed. Default: none.
+    ///
+    /// The listener never runs under a store lock nor on the workers: removals are queued on
+    /// an unbounded channel (sending never waits) and one task spawned by
+    /// [`start`](AutoRefresh::start) calls the listener for each, in order. Keep it short (it
+    /// runs on a runtime thread; hand slow work to another task); a listener that panics is
+    /// logged and the next removal is still told.
+    ///
+    /// - **Before `start`**, removals are held and told once the cache starts (a cache that
+    ///   is never started holds them until it is dropped).
+    /// - **At shutdown**, the task waits for the dispatcher and workers to end, tells what
+    ///   was queued until then, and ends; removals **after shutdown** (or after the token
+    ///   given to `start` is cancelled and the task ended) are dropped, not told.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use autorefresh::{AutoRefresh, Batch, CancellationToken, Item, RemovalCause};
+    ///
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Job { done: bool }
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { self.done }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), autorefresh::Error> {
+    /// let removed = Arc::new(Mutex::new(Vec::new()));
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .removal_listener({
+    ///         let removed = Arc::clone(&removed);
+    ///         move |id, job, cause| removed.lock().unwrap().push((id, job, cause))
+    ///     })
+    ///     .build()?;
+    /// let running = cache.start(CancellationToken::new())?;
+    /// cache.get_or_create(1, Job { done: true })?;
+    /// cache.delete(&1);
+    /// running.shutdown().await; // tells what was queued, then ends
+    /// assert_eq!(*removed.lock().unwrap(), vec![(1, Job { done: true }, RemovalCause::Deleted)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn removal_listener(
+        mut self,
+        listener: impl Fn(K, V, crate::RemovalCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.removal_listener = Some(Arc::new(listener));
         self
     }
 
@@ -390,6 +451,7 @@ where
             parallelism: self.parallelism,
             sync_on_create: self.sync_on_create,
             updates_capacity: self.updates_capacity,
+            removal_listener: self.removal_listener,
         }))
     }
 }

@@ -19,6 +19,7 @@ use crate::builder::AutoRefreshBuilder;
 use crate::engine;
 use crate::notify::Notifier;
 use crate::queue::WorkQueue;
+use crate::removal::{RemovalCause, RemovalListener, Removals};
 use crate::sync_service::SyncPath;
 
 /// A cache that keeps the latest state of the items it tracks fresh in the background.
@@ -108,6 +109,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) in_flight: Box<[AtomicU64]>,
     /// The origin of the cache's ticks (see [`Shared::ticks`]).
     epoch: Instant,
+    /// The removal listener's channel, if one was set.
+    pub(crate) removals: Option<Arc<Removals<K, V>>>,
     /// Entries marked by `delete_delayed`, removed by the next sweep.
     pub(crate) pending_deletes: Mutex<Vec<(K, EntryHandle<V>)>>,
     pub(crate) resync_period: Duration,
@@ -128,6 +131,7 @@ pub(crate) struct Parts<K, V> {
     pub(crate) parallelism: usize,
     pub(crate) sync_on_create: bool,
     pub(crate) updates_capacity: usize,
+    pub(crate) removal_listener: Option<RemovalListener<K, V>>,
 }
 
 impl<K, V> Shared<K, V> {
@@ -145,11 +149,15 @@ where
     V: Item,
 {
     /// Drops what the queue, the limiter and the subscribers hold for an entry that left the
-    /// store.
-    pub(crate) fn forget(&self, id: &K, entry: &EntryHandle<V>) {
+    /// store, and tells the removal listener, if any.
+    pub(crate) fn forget(&self, id: &K, entry: &EntryHandle<V>, cause: RemovalCause) {
         self.queue.remove(id, entry);
         self.limiter.forget(id);
         self.notifier.removed(id, entry);
+        if let Some(removals) = &self.removals {
+            // A removed entry changes no more: this is the item as it was at removal.
+            removals.send(id.clone(), entry.load(), cause);
+        }
     }
 }
 
@@ -166,16 +174,21 @@ where
     pub(crate) fn from_parts(parts: Parts<K, V>) -> Self {
         let queue = Arc::new(WorkQueue::new());
         let notifier = Arc::new(Notifier::new(parts.updates_capacity));
+        let removals = parts.removal_listener.map(|listener| Arc::new(Removals::new(listener)));
         let on_evict = {
             let queue = Arc::clone(&queue);
             let limiter = Arc::clone(&parts.limiter);
             let metrics = Arc::clone(&parts.metrics);
             let notifier = Arc::clone(&notifier);
+            let removals = removals.clone();
             move |id: &K, entry: &EntryHandle<V>| {
                 queue.remove(id, entry);
                 limiter.forget(id);
                 notifier.removed(id, entry);
                 metrics.eviction();
+                if let Some(removals) = &removals {
+                    removals.send(id.clone(), entry.load(), RemovalCause::Evicted);
+                }
             }
         };
         parts.store.set_eviction_listener(Arc::new(on_evict));
@@ -191,6 +204,7 @@ where
                 notifier,
                 in_flight: (0..parts.parallelism).map(|_| AtomicU64::new(0)).collect(),
                 epoch: Instant::now(),
+                removals,
                 pending_deletes: Mutex::new(Vec::new()),
                 resync_period: parts.resync_period,
                 parallelism: parts.parallelism,
@@ -223,11 +237,18 @@ where
         }
         let cancel = token.child_token();
         let tracker = TaskTracker::new();
-        tracker
-            .spawn_on(engine::run_dispatcher(Arc::clone(&self.shared), cancel.clone()), &runtime);
+        // The dispatcher and workers, also tracked alone: the removal listener's task waits
+        // for them at shutdown, to deliver what they removed.
+        let engine = TaskTracker::new();
+        let dispatcher = engine::run_dispatcher(Arc::clone(&self.shared), cancel.clone());
+        tracker.spawn_on(engine.track_future(dispatcher), &runtime);
         for index in 0..self.shared.parallelism {
             let worker = engine::run_worker(Arc::clone(&self.shared), index, cancel.clone());
-            tracker.spawn_on(worker, &runtime);
+            tracker.spawn_on(engine.track_future(worker), &runtime);
+        }
+        engine.close();
+        if let Some(removals) = &self.shared.removals {
+            removals.spawn(&self.shared.name, &tracker, engine, cancel.clone(), &runtime);
         }
         tracker.close();
         Ok(Running { cancel, tracker })
@@ -467,7 +488,7 @@ where
     /// discarded when it returns.
     pub fn delete(&self, id: &K) {
         if let Some(entry) = self.shared.store.remove(id) {
-            self.shared.forget(id, &entry);
+            self.shared.forget(id, &entry, RemovalCause::Deleted);
         }
     }
 

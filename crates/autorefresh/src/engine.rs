@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::cache::Shared;
 use crate::queue::{Outcome, TakenBatch, TakenItem};
+use crate::removal::RemovalCause;
 use crate::sync_service::SyncPath;
 
 /// How often the dispatcher reports the work in flight.
@@ -68,7 +69,7 @@ where
     let _span = tracing::debug_span!("autorefresh.sweep", cache = %shared.name).entered();
     for (id, entry) in std::mem::take(&mut *shared.pending_deletes.lock()) {
         if shared.store.remove_entry(&id, &entry) {
-            shared.forget(&id, &entry);
+            shared.forget(&id, &entry, RemovalCause::DeleteDelayed);
         }
     }
     if shared.notifier.watching() {
@@ -412,7 +413,7 @@ fn apply<K, V>(
                 if target.entry.mark_removed_if_version(target.version)
                     && shared.store.remove_entry(&target.id, &target.entry)
                 {
-                    shared.forget(&target.id, &target.entry);
+                    shared.forget(&target.id, &target.entry, RemovalCause::SyncDeleted);
                 }
             }
         }

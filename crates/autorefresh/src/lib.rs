@@ -83,6 +83,7 @@ mod config;
 mod engine;
 mod notify;
 mod queue;
+mod removal;
 mod sync_service;
 
 pub use autorefresh_core::{
@@ -109,5 +110,6 @@ pub use builder::{
 };
 pub use cache::{AutoRefresh, Running};
 pub use config::{AutoRefreshConfig, LimiterConfig};
+pub use removal::RemovalCause;
 pub use sync_service::SyncService;
 pub use tokio_util::sync::CancellationToken;
