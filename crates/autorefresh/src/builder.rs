@@ -92,6 +92,7 @@ pub struct AutoRefreshBuilder<K, V> {
     sync_on_create: bool,
     updates_capacity: usize,
     removal_listener: Option<RemovalListener<K, V>>,
+    terminal_ttl: Option<Duration>,
     /// The first error found by `config`, reported by `build`.
     config_error: Option<Error>,
 }
@@ -108,6 +109,7 @@ impl<K, V> fmt::Debug for AutoRefreshBuilder<K, V> {
             .field("capacity", &self.capacity)
             .field("sync_on_create", &self.sync_on_create)
             .field("removal_listener", &self.removal_listener.is_some())
+            .field("terminal_ttl", &self.terminal_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +134,7 @@ where
             sync_on_create: true,
             updates_capacity: DEFAULT_UPDATES_CAPACITY,
             removal_listener: None,
+            terminal_ttl: None,
             config_error: None,
         }
     }
@@ -264,7 +267,7 @@ where
     /// Calls `listener` with every item that leaves the cache, its id, and why
     /// ([`RemovalCause`](crate::RemovalCause)): a caller's [`delete`](AutoRefresh::delete),
     /// the sweep after [`delete_delayed`](AutoRefresh::delete_delayed), an eviction for
-    /// capacity, terminal expiry, or a sync's
+    /// capacity, terminal expiry ([`terminal_ttl`](Self::terminal_ttl)), or a sync's
     /// [`SyncAction::Delete`](crate::SyncAction::Delete). Each removal is told exactly once,
     /// with the item as it was when removed. Default: none.
     ///
@@ -315,6 +318,60 @@ where
         listener: impl Fn(K, V, crate::RemovalCause) + Send + Sync + 'static,
     ) -> Self {
         self.removal_listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Removes an item `ttl` after it became terminal ([`Item::is_terminal`]), so the cache
+    /// stays bounded without callers deleting what they have read. Default: off (terminal
+    /// items stay until deleted or evicted). Must not be zero.
+    ///
+    /// The time an item became terminal is when the refresh that made it terminal was applied,
+    /// when it was created terminal, or when a caller's [`update`](AutoRefresh::update) stored
+    /// a terminal item (each such update restarts the clock). The sweeps remove it, so it
+    /// leaves at the first sweep at least `ttl` later: between `ttl` and `ttl` plus the
+    /// resync period after it became terminal. The
+    /// [`removal_listener`](Self::removal_listener) is told
+    /// [`RemovalCause::TerminalExpired`](crate::RemovalCause::TerminalExpired) and subscribers'
+    /// channels close; a caller's update between the check and the removal wins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use autorefresh::{AutoRefresh, Batch, CancellationToken, Error, Item};
+    ///
+    /// #[derive(Clone, Debug)]
+    /// struct Job { done: bool }
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { self.done }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Error> {
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .resync_period(Duration::from_secs(10))
+    ///     .terminal_ttl(Duration::from_secs(60))
+    ///     .build()?;
+    /// let running = cache.start(CancellationToken::new())?;
+    /// cache.get_or_create(1, Job { done: true })?;
+    /// tokio::time::sleep(Duration::from_secs(55)).await;
+    /// assert!(cache.get(&1).is_ok());
+    /// tokio::time::sleep(Duration::from_secs(10)).await; // the sweep at 60 s removed it
+    /// assert!(cache.get(&1).unwrap_err().is_not_found());
+    /// running.shutdown().await;
+    ///
+    /// let err = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .terminal_ttl(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::InvalidConfig { field: "terminal_ttl", .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn terminal_ttl(mut self, ttl: Duration) -> Self {
+        self.terminal_ttl = Some(ttl);
         self
     }
 
@@ -384,6 +441,9 @@ where
         if let Some(size) = batch_size {
             self = self.create_batches(FixedSizeBatches::new(size));
         }
+        if let Some(ttl) = config.terminal_ttl {
+            self = self.terminal_ttl(ttl);
+        }
         if config.retry_attempts > 0 {
             self = self.layer(retry_layer(BackoffRetryPolicy::new(config.retry_attempts)));
         }
@@ -398,7 +458,8 @@ where
     /// # Errors
     ///
     /// [`Error::InvalidConfig`], naming the field, when no sync function was given, or
-    /// capacity, parallelism, the resync period or the updates capacity is zero, or a capacity
+    /// capacity, parallelism, the resync period, the updates capacity or the terminal TTL is
+    /// zero, or a capacity
     /// was given with a custom store.
     pub fn build(self) -> Result<AutoRefresh<K, V>, Error> {
         let invalid =
@@ -412,6 +473,9 @@ where
         }
         if self.resync_period.is_zero() {
             return Err(invalid("resync_period", "must be longer than zero, got 0s"));
+        }
+        if self.terminal_ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(invalid("terminal_ttl", "must be longer than zero, got 0s"));
         }
         if self.updates_capacity == 0 || self.updates_capacity > usize::MAX / 2 {
             return Err(Error::InvalidConfig {
@@ -452,6 +516,7 @@ where
             sync_on_create: self.sync_on_create,
             updates_capacity: self.updates_capacity,
             removal_listener: self.removal_listener,
+            terminal_ttl: self.terminal_ttl,
         }))
     }
 }

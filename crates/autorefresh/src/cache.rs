@@ -111,6 +111,8 @@ pub(crate) struct Shared<K, V> {
     epoch: Instant,
     /// The removal listener's channel, if one was set.
     pub(crate) removals: Option<Arc<Removals<K, V>>>,
+    /// How long a terminal item stays, in ticks, if terminal expiry is on.
+    pub(crate) terminal_ttl: Option<u64>,
     /// Entries marked by `delete_delayed`, removed by the next sweep.
     pub(crate) pending_deletes: Mutex<Vec<(K, EntryHandle<V>)>>,
     pub(crate) resync_period: Duration,
@@ -132,6 +134,7 @@ pub(crate) struct Parts<K, V> {
     pub(crate) sync_on_create: bool,
     pub(crate) updates_capacity: usize,
     pub(crate) removal_listener: Option<RemovalListener<K, V>>,
+    pub(crate) terminal_ttl: Option<Duration>,
 }
 
 impl<K, V> Shared<K, V> {
@@ -205,6 +208,9 @@ where
                 in_flight: (0..parts.parallelism).map(|_| AtomicU64::new(0)).collect(),
                 epoch: Instant::now(),
                 removals,
+                terminal_ttl: parts
+                    .terminal_ttl
+                    .map(|ttl| u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
                 pending_deletes: Mutex::new(Vec::new()),
                 resync_period: parts.resync_period,
                 parallelism: parts.parallelism,
@@ -306,13 +312,20 @@ where
 
     /// Replaces the item under `id` if there is one; returns whether it did.
     ///
-    /// A refresh that was in flight when `update` ran does not overwrite the new item.
+    /// A refresh that was in flight when `update` ran does not overwrite the new item. With
+    /// a [`terminal_ttl`](AutoRefreshBuilder::terminal_ttl), storing a terminal item starts
+    /// its clock.
     /// Receivers from [`subscribe`](Self::subscribe) for `id` and from
     /// [`updates`](Self::updates) are sent the new item.
     pub fn update(&self, id: &K, item: V) -> bool {
         let Some(entry) = self.shared.store.get(id) else { return false };
         let notifier = &self.shared.notifier;
         let broadcast = notifier.broadcasting().then(|| item.clone());
+        if self.shared.terminal_ttl.is_some() && item.is_terminal() {
+            // Its terminal clock starts now; set before the item, so a sweep never sees the
+            // terminal item with an older time.
+            entry.set_refreshed_at(self.shared.ticks());
+        }
         if !entry.replace(item) {
             return false;
         }

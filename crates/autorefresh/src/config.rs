@@ -61,6 +61,11 @@ pub struct AutoRefreshConfig {
     /// How many times a sync call failing with a transient error is retried in place before
     /// its items go back to the queue. Default: 0.
     pub retry_attempts: u32,
+    /// How long an item stays once terminal (see
+    /// [`AutoRefreshBuilder::terminal_ttl`](crate::AutoRefreshBuilder::terminal_ttl)); absent:
+    /// terminal items stay until deleted or evicted.
+    #[serde(with = "humantime_serde")]
+    pub terminal_ttl: Option<Duration>,
 }
 
 /// The retry limiter's settings (see [`AutoRefreshConfig::limiter`]).
@@ -91,6 +96,7 @@ impl Default for AutoRefreshConfig {
             limiter: LimiterConfig::default(),
             timeout: None,
             retry_attempts: 0,
+            terminal_ttl: None,
         }
     }
 }

@@ -60,7 +60,8 @@ where
     }
 }
 
-/// Removes the items pending `delete_delayed`, then queues every live non-terminal item.
+/// Removes the items pending `delete_delayed`, then queues every live non-terminal item and
+/// removes the terminal ones past the terminal TTL, if set.
 fn sweep<K, V>(shared: &Shared<K, V>)
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -81,10 +82,22 @@ where
     let mut due = Vec::with_capacity(CHUNK);
     let mut added = 0;
     let mut stalest: Option<u64> = None;
+    let now = shared.ticks();
+    let terminal_ttl = shared.terminal_ttl;
+    let mut expired = Vec::new();
     shared.store.for_each_entry(&mut |id, entry| {
         // One read of the entry: locking it again inside the closure could deadlock.
         let due_since = entry.inspect(|item, state, refreshed_at| {
-            (state == EntryState::Live && !item.is_terminal()).then_some(refreshed_at)
+            if state != EntryState::Live {
+                return None;
+            }
+            if !item.is_terminal() {
+                return Some(refreshed_at);
+            }
+            if terminal_ttl.is_some_and(|ttl| now.saturating_sub(refreshed_at) >= ttl) {
+                expired.push((id.clone(), entry.clone()));
+            }
+            None
         });
         if let Some(refreshed_at) = due_since {
             stalest = Some(stalest.map_or(refreshed_at, |s| s.min(refreshed_at)));
@@ -100,12 +113,41 @@ where
         }
     });
     added += shared.queue.add_all(due);
+    if let Some(ttl) = terminal_ttl {
+        expire_terminal(shared, expired, now, ttl);
+    }
     shared.metrics.queue_added(added);
     shared.metrics.size(shared.store.len());
     // Nothing to refresh is nothing stale: an idle cache must not keep its last figure.
     let stalest = stalest.map_or(0, |stalest| shared.ticks().saturating_sub(stalest));
     shared.metrics.staleness(Duration::from_nanos(stalest));
     tracing::debug!(cache = %shared.name, queued = added, "sweep done");
+}
+
+/// Removes the items the sweep found terminal for at least `ttl`, checked again: one a caller
+/// updated since is kept.
+fn expire_terminal<K, V>(
+    shared: &Shared<K, V>,
+    expired: Vec<(K, EntryHandle<V>)>,
+    now: u64,
+    ttl: u64,
+) where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Item,
+{
+    for (id, entry) in expired {
+        let snapshot = entry.snapshot();
+        let still_expired = snapshot.state == EntryState::Live
+            && snapshot.item.is_terminal()
+            && now.saturating_sub(snapshot.refreshed_at) >= ttl;
+        // Checked and marked at once: an update after the snapshot wins.
+        if still_expired
+            && entry.mark_removed_if_version(snapshot.version)
+            && shared.store.remove_entry(&id, &entry)
+        {
+            shared.forget(&id, &entry, RemovalCause::TerminalExpired);
+        }
+    }
 }
 
 /// Hands the due items to the batcher and queues its batches for the workers.

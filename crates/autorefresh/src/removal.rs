@@ -35,7 +35,8 @@ pub enum RemovalCause {
     DeleteDelayed,
     /// The store evicted it to stay within its capacity.
     Evicted,
-    /// It had been terminal for the cache's terminal TTL.
+    /// It had been terminal for the
+    /// [`terminal_ttl`](crate::AutoRefreshBuilder::terminal_ttl).
     TerminalExpired,
     /// The sync function answered [`SyncAction::Delete`](crate::SyncAction::Delete) for it.
     SyncDeleted,
