@@ -4,39 +4,23 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use autorefresh::{
     AutoRefresh, AutoRefreshBuilder, Batch, CancellationToken, ItemSyncResponse, RemovalCause,
     SyncAction,
 };
-use common::{id, settle, sync_with, Behaviour, BoxFuture, Counter, Service};
+use common::{
+    counter, id, listening_builder, settle, sync_with, told, Behaviour, BoxFuture, Counter,
+    Service, Told,
+};
 use tokio::time::sleep;
 
 const PERIOD: Duration = Duration::from_secs(1);
 
-type Told = Arc<Mutex<Vec<(String, Counter, RemovalCause)>>>;
-
-/// A builder whose removal listener records what it is told.
 fn builder(service: &Arc<Service>) -> (AutoRefreshBuilder<String, Counter>, Told) {
-    let told: Told = Arc::default();
-    let builder = AutoRefresh::builder("removal")
-        .sync(sync_with(service))
-        .resync_period(PERIOD)
-        .removal_listener({
-            let told = Arc::clone(&told);
-            move |id, item, cause| told.lock().unwrap().push((id, item, cause))
-        });
-    (builder, told)
-}
-
-fn told(told: &Told) -> Vec<(String, Counter, RemovalCause)> {
-    told.lock().unwrap().clone()
-}
-
-fn counter(value: u32, target: u32) -> Counter {
-    Counter { value, target }
+    listening_builder("removal", service, PERIOD)
 }
 
 #[tokio::test(start_paused = true)]

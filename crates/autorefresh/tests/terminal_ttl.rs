@@ -4,38 +4,20 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use autorefresh::{
     AutoRefresh, AutoRefreshBuilder, AutoRefreshConfig, CancellationToken, Error, RemovalCause,
 };
-use common::{id, sync_with, Behaviour, Counter, Service};
+use common::{counter, id, listening_builder, sync_with, told, Behaviour, Counter, Service, Told};
 use tokio::time::sleep;
 
 const PERIOD: Duration = Duration::from_secs(1);
 const TTL: Duration = Duration::from_millis(2500);
 
-type Told = Arc<Mutex<Vec<(String, Counter, RemovalCause)>>>;
-
 fn builder(service: &Arc<Service>) -> (AutoRefreshBuilder<String, Counter>, Told) {
-    let told: Told = Arc::default();
-    let builder = AutoRefresh::builder("terminal-ttl")
-        .sync(sync_with(service))
-        .resync_period(PERIOD)
-        .removal_listener({
-            let told = Arc::clone(&told);
-            move |id, item, cause| told.lock().unwrap().push((id, item, cause))
-        });
-    (builder, told)
-}
-
-fn told(told: &Told) -> Vec<(String, Counter, RemovalCause)> {
-    told.lock().unwrap().clone()
-}
-
-fn counter(value: u32, target: u32) -> Counter {
-    Counter { value, target }
+    listening_builder("terminal-ttl", service, PERIOD)
 }
 
 #[tokio::test(start_paused = true)]

@@ -287,3 +287,34 @@ pub fn watched<K: 'static, V: 'static>(cache: &autorefresh::AutoRefresh<K, V>) -
     let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().unwrap_or_else(|_| panic!("`watched` is not a number in: {debug}"))
 }
+
+/// What a recording removal listener was told.
+pub type Told = Arc<Mutex<Vec<(String, Counter, autorefresh::RemovalCause)>>>;
+
+/// A builder named `name` syncing through `service`, every `period`, whose removal listener
+/// records what it is told.
+pub fn listening_builder(
+    name: &str,
+    service: &Arc<Service>,
+    period: Duration,
+) -> (autorefresh::AutoRefreshBuilder<String, Counter>, Told) {
+    let told: Told = Arc::default();
+    let builder = autorefresh::AutoRefresh::builder(name)
+        .sync(sync_with(service))
+        .resync_period(period)
+        .removal_listener({
+            let told = Arc::clone(&told);
+            move |id, item, cause| told.lock().unwrap().push((id, item, cause))
+        });
+    (builder, told)
+}
+
+/// A copy of what a recording removal listener was told so far.
+pub fn told(told: &Told) -> Vec<(String, Counter, autorefresh::RemovalCause)> {
+    told.lock().unwrap().clone()
+}
+
+/// A counter at `value` of `target`.
+pub fn counter(value: u32, target: u32) -> Counter {
+    Counter { value, target }
+}
