@@ -1,4 +1,5 @@
-//! The autorefresh benchmark program: the workloads S1–S10 of BENCHMARKS.md.
+//! The autorefresh benchmark program: the workloads S1–S10 of BENCHMARKS.md, and S11
+//! (adaptive refresh; run only when named).
 //!
 //! ```text
 //! cargo run --release -p autorefresh-bench -- all            # every scenario, full size
@@ -32,7 +33,7 @@ use crate::figures::{human, Reference};
 type Scenario = fn(&Runtime, Scale, &mut Report);
 
 /// Every scenario: its id on the command line, its name, and one run of it.
-const SCENARIOS: [(&str, &str, Scenario); 10] = [
+const SCENARIOS: [(&str, &str, Scenario); 11] = [
     ("s1", "get_hit", scenarios::s1),
     ("s2", "refresh_sweep", scenarios::s2),
     ("s3", "default_limiter", scenarios::s3),
@@ -43,14 +44,19 @@ const SCENARIOS: [(&str, &str, Scenario); 10] = [
     ("s8", "delete_delayed", scenarios::s8),
     ("s9", "get_under_refresh", scenarios::s9),
     ("s10", "scale", scenarios::s10),
+    ("s11", "adaptive", scenarios::s11),
 ];
 
+/// How many of [`SCENARIOS`] `all` runs: S1–S10; S11 (12 s a run) only when named.
+const ALL: usize = 10;
+
 const USAGE: &str = "\
-usage: autorefresh-bench [all | s1 .. s10]... [--quick] [--runs N]
+usage: autorefresh-bench [all | s1 .. s11]... [--quick] [--runs N]
        autorefresh-bench chart RESULTS.jsonl OUT.svg
 
   all       every scenario (the default)
   s1..s10   the scenarios of BENCHMARKS.md, in the order given
+  s11       adaptive refresh: sync calls saved and staleness added (not part of `all`)
   --quick   sizes and durations ~10x smaller: a smoke run (also AUTOREFRESH_BENCH_QUICK=1)
   --runs N  runs per scenario (default 3); the median, min and max are reported
 
@@ -85,7 +91,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--child" => args.child = true,
             "-h" | "--help" => return Err(String::new()),
-            "all" => args.scenarios.extend(0..SCENARIOS.len()),
+            "all" => args.scenarios.extend(0..ALL),
             name => {
                 let i = SCENARIOS
                     .iter()
@@ -96,7 +102,7 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if args.scenarios.is_empty() {
-        args.scenarios.extend(0..SCENARIOS.len());
+        args.scenarios.extend(0..ALL);
     }
     Ok(args)
 }

@@ -1,16 +1,16 @@
-//! The workloads S1–S10 of BENCHMARKS.md. Each function is one run of one scenario; the
+//! The workloads S1–S10 of BENCHMARKS.md, and S11 (adaptive refresh, beyond them). Each function is one run of one scenario; the
 //! caller runs it in a fresh process, three times, and takes the median.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use autorefresh::tower::timeout::TimeoutLayer;
 use autorefresh::{
-    AutoRefresh, AutoRefreshBuilder, Batch, CancellationToken, FixedSizeBatches, Running,
-    SyncResult,
+    AutoRefresh, AutoRefreshBuilder, Batch, CancellationToken, FixedSizeBatches, ItemSyncResponse,
+    Running, SyncAction, SyncResult,
 };
 use tokio::runtime::Runtime;
 
@@ -467,4 +467,123 @@ pub(crate) fn s10(rt: &Runtime, scale: Scale, report: &mut Report) {
     report.add(format!("{name},sweep"), sweep, "s");
     report.add(format!("{name},after_sweep"), after_sweep, "B/item");
     report.add(format!("{name},cpu"), cpu, "cpu-s/M syncs");
+}
+
+/// S11's items: 1 in 10 changes at every sync, the rest never do.
+const S11_CHANGING_EVERY: usize = 10;
+const S11_PERIOD: Duration = Duration::from_millis(100);
+const S11_PERIODS: u32 = 60;
+/// Adaptive refresh's longest wait, in periods.
+const S11_MAX_PERIODS: u32 = 16;
+
+/// What S11's fake sync saw, by its own clock: per item, when it was last synced; per kind
+/// (0 changing, 1 stable), item-syncs and the summed age at sync (time since the item's
+/// previous sync).
+struct S11Tracker {
+    t0: Instant,
+    /// Nanoseconds since `t0` of each item's last sync, plus one; 0 before its first.
+    last: Vec<AtomicU64>,
+    calls: AtomicU64,
+    syncs: [AtomicU64; 2],
+    age_nanos: [AtomicU64; 2],
+    aged: [AtomicU64; 2],
+}
+
+impl S11Tracker {
+    fn leak(n: usize) -> &'static Self {
+        Box::leak(Box::new(Self {
+            t0: Instant::now(),
+            last: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            calls: AtomicU64::new(0),
+            syncs: Default::default(),
+            age_nanos: Default::default(),
+            aged: Default::default(),
+        }))
+    }
+
+    /// The mean age at sync of one kind of item, in milliseconds.
+    fn mean_age_ms(&self, kind: usize) -> f64 {
+        let aged = self.aged[kind].load(Ordering::Relaxed);
+        if aged == 0 {
+            return f64::NAN;
+        }
+        self.age_nanos[kind].load(Ordering::Relaxed) as f64 / aged as f64 / 1e6
+    }
+}
+
+async fn s11_sync(
+    batch: Batch<String, Job>,
+    tracker: &'static S11Tracker,
+) -> SyncResult<String, Job> {
+    tracker.calls.fetch_add(1, Ordering::Relaxed);
+    let now = u64::try_from(tracker.t0.elapsed().as_nanos()).unwrap_or(u64::MAX) + 1;
+    let mut responses = Vec::with_capacity(batch.len() / S11_CHANGING_EVERY + 1);
+    for w in batch {
+        let (key, job) = w.into_parts();
+        let i: usize = key.rsplit('-').next().and_then(|n| n.parse().ok()).expect("item-<n>");
+        let kind = usize::from(i % S11_CHANGING_EVERY != 0);
+        tracker.syncs[kind].fetch_add(1, Ordering::Relaxed);
+        let previous = tracker.last[i].swap(now, Ordering::Relaxed);
+        if previous != 0 {
+            tracker.age_nanos[kind].fetch_add(now.saturating_sub(previous), Ordering::Relaxed);
+            tracker.aged[kind].fetch_add(1, Ordering::Relaxed);
+        }
+        if kind == 0 {
+            // Changed: `Update`. The stable items get no response (unchanged).
+            let item = Job { status: job.status + 1, terminal: false };
+            responses.push(ItemSyncResponse { id: key, item, action: SyncAction::Update });
+        }
+    }
+    Ok(responses)
+}
+
+/// One S11 mode: `n` items refreshed every 100 ms for 60 periods, adaptively or not.
+fn s11_mode(rt: &Runtime, n: usize, adaptive: bool) -> &'static S11Tracker {
+    let tracker = S11Tracker::leak(n);
+    let mut b =
+        builder(move |batch| s11_sync(batch, tracker), n).parallelism(10).resync_period(S11_PERIOD);
+    b = Batching::Fixed(100).apply(b);
+    if adaptive {
+        b = b.adaptive_refresh(S11_PERIOD * S11_MAX_PERIODS);
+    }
+    let cache = b.build().expect("build");
+    load(&cache, n);
+    let running = start(rt, &cache);
+    // The sweeps at 0, 1, …, 60 periods, and time for the last one's syncs.
+    std::thread::sleep(S11_PERIOD * S11_PERIODS + S11_PERIOD / 2);
+    stop(rt, running);
+    tracker
+}
+
+/// S11 (not part of `all`): adaptive refresh. 10k items, 10% of which change at every sync
+/// and 90% never, period 100 ms, for 60 periods, refreshed every period and then adaptively
+/// (longest wait 16 periods): item-syncs and sync calls in each mode, the share saved, and
+/// the mean age at sync (time since the previous sync, by the fake sync's clock) of the
+/// changing items in both modes and of the stable items adaptively.
+pub(crate) fn s11(rt: &Runtime, scale: Scale, report: &mut Report) {
+    let n = scale.n(10_000);
+    let name = format!("n={}", short(n));
+    let fixed = s11_mode(rt, n, false);
+    let adaptive = s11_mode(rt, n, true);
+    let syncs = |t: &S11Tracker| t.syncs.iter().map(|s| s.load(Ordering::Relaxed)).sum::<u64>();
+    let (fixed_syncs, adaptive_syncs) = (syncs(fixed), syncs(adaptive));
+    report.add(format!("{name},fixed,item_syncs"), fixed_syncs as f64, "syncs");
+    report.add(format!("{name},adaptive,item_syncs"), adaptive_syncs as f64, "syncs");
+    report.add(
+        format!("{name},saved"),
+        100.0 * (1.0 - adaptive_syncs as f64 / fixed_syncs as f64),
+        "%",
+    );
+    report.add(format!("{name},fixed,calls"), fixed.calls.load(Ordering::Relaxed) as f64, "calls");
+    report.add(
+        format!("{name},adaptive,calls"),
+        adaptive.calls.load(Ordering::Relaxed) as f64,
+        "calls",
+    );
+    let (fixed_age, adaptive_age) = (fixed.mean_age_ms(0), adaptive.mean_age_ms(0));
+    report.add(format!("{name},fixed,changing_age"), fixed_age, "ms");
+    report.add(format!("{name},adaptive,changing_age"), adaptive_age, "ms");
+    report.add(format!("{name},added_staleness"), adaptive_age - fixed_age, "ms");
+    report.add(format!("{name},fixed,stable_age"), fixed.mean_age_ms(1), "ms");
+    report.add(format!("{name},adaptive,stable_age"), adaptive.mean_age_ms(1), "ms");
 }

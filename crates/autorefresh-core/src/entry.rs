@@ -28,6 +28,8 @@ struct Cell<V> {
     version: u64,
     state: EntryState,
     refreshed_at: u64,
+    /// Refreshes in a row that changed nothing (engine bookkeeping for adaptive refresh).
+    unchanged: u8,
 }
 
 /// What [`EntryHandle::snapshot`] read.
@@ -67,6 +69,7 @@ pub struct EntrySnapshot<V> {
 /// let snapshot = entry.snapshot();
 /// assert!(entry.apply_refresh(snapshot.version, None, 10)); // an unchanged refresh at tick 10
 /// assert_eq!(entry.refreshed_at(), 10);
+/// assert_eq!(entry.unchanged_streak(), 1);           // one refresh in a row changed nothing
 ///
 /// entry.mark_removed();
 /// assert_eq!(entry.state(), EntryState::Removed);
@@ -95,7 +98,8 @@ impl<V> fmt::Debug for EntryHandle<V> {
 impl<V> EntryHandle<V> {
     /// A new live entry holding `item`.
     pub fn new(item: V) -> Self {
-        let cell = Cell { item, version: 0, state: EntryState::Live, refreshed_at: 0 };
+        let cell =
+            Cell { item, version: 0, state: EntryState::Live, refreshed_at: 0, unchanged: 0 };
         Self { cell: Arc::new(RwLock::new(cell)) }
     }
 
@@ -112,6 +116,49 @@ impl<V> EntryHandle<V> {
         f(&cell.item, cell.state, cell.refreshed_at)
     }
 
+    /// As [`inspect`](Self::inspect), also passing the entry's unchanged streak (see
+    /// [`unchanged_streak`](Self::unchanged_streak)), all read under one lock. `f` must not
+    /// call back into this entry.
+    ///
+    /// ```
+    /// use autorefresh_core::{EntryHandle, EntryState};
+    ///
+    /// let entry = EntryHandle::new("queued");
+    /// let version = entry.snapshot().version;
+    /// entry.apply_refresh(version, None, 5);
+    /// let seen = entry.inspect_streak(|item, state, refreshed_at, streak| {
+    ///     (item.len(), state, refreshed_at, streak)
+    /// });
+    /// assert_eq!(seen, (6, EntryState::Live, 5, 1));
+    /// ```
+    pub fn inspect_streak<R>(&self, f: impl FnOnce(&V, EntryState, u64, u8) -> R) -> R {
+        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        f(&cell.item, cell.state, cell.refreshed_at, cell.unchanged)
+    }
+
+    /// How many refreshes in a row left the value unchanged (saturating at `u8::MAX`): engine
+    /// bookkeeping for adaptive refresh. [`apply_refresh`](Self::apply_refresh) without an
+    /// item adds one, with an item resets it, and so does any replacement (a caller's
+    /// update, [`replace_if_version`](Self::replace_if_version)); 0 for a new entry.
+    ///
+    /// ```
+    /// use autorefresh_core::EntryHandle;
+    ///
+    /// let entry = EntryHandle::new(1_u32);
+    /// for tick in 1..=3 {
+    ///     entry.apply_refresh(entry.snapshot().version, None, tick);
+    /// }
+    /// assert_eq!(entry.unchanged_streak(), 3);
+    /// entry.replace(2); // a caller's update resets it
+    /// assert_eq!(entry.unchanged_streak(), 0);
+    /// entry.apply_refresh(entry.snapshot().version, None, 4);
+    /// entry.apply_refresh(entry.snapshot().version, Some(3), 5); // so does a changed value
+    /// assert_eq!(entry.unchanged_streak(), 0);
+    /// ```
+    pub fn unchanged_streak(&self) -> u8 {
+        self.cell.read().unwrap_or_else(PoisonError::into_inner).unchanged
+    }
+
     /// Where the entry is in its life.
     pub fn state(&self) -> EntryState {
         self.cell.read().unwrap_or_else(PoisonError::into_inner).state
@@ -125,6 +172,7 @@ impl<V> EntryHandle<V> {
         }
         cell.item = item;
         cell.version += 1;
+        cell.unchanged = 0;
         true
     }
 
@@ -138,13 +186,15 @@ impl<V> EntryHandle<V> {
         }
         cell.item = item;
         cell.version += 1;
+        cell.unchanged = 0;
         true
     }
 
     /// Records a successful refresh of the entry as it was at `version`, at `ticks`: stores
     /// `item` if given (bumping the version) and the refresh time, only if the entry is still
     /// live at that version (see [`replace_if_version`](Self::replace_if_version)). Returns
-    /// whether it did.
+    /// whether it did. It also keeps the [`unchanged_streak`](Self::unchanged_streak): one
+    /// more without an item, reset to 0 with one.
     pub fn apply_refresh(&self, version: EntryVersion, item: Option<V>, ticks: u64) -> bool {
         let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
         if cell.state != EntryState::Live || cell.version != version.0 {
@@ -153,6 +203,9 @@ impl<V> EntryHandle<V> {
         if let Some(item) = item {
             cell.item = item;
             cell.version += 1;
+            cell.unchanged = 0;
+        } else {
+            cell.unchanged = cell.unchanged.saturating_add(1);
         }
         cell.refreshed_at = cell.refreshed_at.max(ticks);
         true

@@ -47,6 +47,7 @@ pub const DEFAULT_UPDATES_CAPACITY: usize = 1024;
 /// | [`store`](Self::store) | [`PapayaStore`] (approximate LRU, foldhash) of `capacity` items |
 /// | [`metrics`](Self::metrics) | none recorded |
 /// | [`updates_capacity`](Self::updates_capacity) | 1024 changes ([`DEFAULT_UPDATES_CAPACITY`]) |
+/// | [`adaptive_refresh`](Self::adaptive_refresh) | off (every item every period) |
 ///
 /// # Examples
 ///
@@ -93,6 +94,7 @@ pub struct AutoRefreshBuilder<K, V> {
     updates_capacity: usize,
     removal_listener: Option<RemovalListener<K, V>>,
     terminal_ttl: Option<Duration>,
+    adaptive_max_interval: Option<Duration>,
     /// The first error found by `config`, reported by `build`.
     config_error: Option<Error>,
 }
@@ -110,6 +112,7 @@ impl<K, V> fmt::Debug for AutoRefreshBuilder<K, V> {
             .field("sync_on_create", &self.sync_on_create)
             .field("removal_listener", &self.removal_listener.is_some())
             .field("terminal_ttl", &self.terminal_ttl)
+            .field("adaptive_max_interval", &self.adaptive_max_interval)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +138,7 @@ where
             updates_capacity: DEFAULT_UPDATES_CAPACITY,
             removal_listener: None,
             terminal_ttl: None,
+            adaptive_max_interval: None,
             config_error: None,
         }
     }
@@ -375,6 +379,74 @@ where
         self
     }
 
+    /// Refreshes an item that keeps syncing unchanged less often, up to once per
+    /// `max_interval`. Default: off (every non-terminal item is queued every resync period).
+    /// `max_interval` must be at least the resync period.
+    ///
+    /// After `k` refreshes in a row that changed nothing (the sync answered
+    /// [`SyncAction::Unchanged`](crate::SyncAction::Unchanged) or nothing for the item), the
+    /// sweeps skip the item until `resync_period × 2^k` (at most `max_interval`) has passed
+    /// since its last refresh, so its syncs come 2, 4, 8… periods apart. A refresh that
+    /// changes it ([`SyncAction::Update`](crate::SyncAction::Update)) or a caller's
+    /// [`update`](AutoRefresh::update) brings it back to every period. Sweeps run on the
+    /// period's grid and a refresh lands a little after its sweep, so an item is due at the
+    /// first sweep no earlier than half a period before its wait ends. Syncs on create and
+    /// retries after a failed sync go through the queue as before, and a failed sync leaves
+    /// the streak as it was.
+    ///
+    /// The cost: an item that starts changing after a quiet spell is seen up to
+    /// `max_interval` late. The sweep still reads every entry once per period.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use autorefresh::{AutoRefresh, Batch, CancellationToken, Error, Item};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// #[derive(Clone)]
+    /// struct Job;
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { false }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Error> {
+    /// let syncs = Arc::new(AtomicUsize::new(0));
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync({
+    ///         let syncs = Arc::clone(&syncs);
+    ///         move |_batch: Batch<u64, Job>| {
+    ///             syncs.fetch_add(1, Ordering::SeqCst);
+    ///             async { Ok(Vec::new()) } // nothing ever changes
+    ///         }
+    ///     })
+    ///     .resync_period(Duration::from_secs(1))
+    ///     .adaptive_refresh(Duration::from_secs(4))
+    ///     .build()?;
+    /// let running = cache.start(CancellationToken::new())?;
+    /// cache.get_or_create(1, Job)?;
+    /// tokio::time::sleep(Duration::from_millis(14_500)).await;
+    /// // On create (0 s), then 2 s, 6 s, 10 s, 14 s apart by 2, 4, 4, 4: not 15 syncs.
+    /// assert_eq!(syncs.load(Ordering::SeqCst), 5);
+    /// running.shutdown().await;
+    ///
+    /// let err = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .resync_period(Duration::from_secs(10))
+    ///     .adaptive_refresh(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::InvalidConfig { field: "adaptive_max_interval", .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn adaptive_refresh(mut self, max_interval: Duration) -> Self {
+        self.adaptive_max_interval = Some(max_interval);
+        self
+    }
+
     /// Keeps the items in `store` instead of the default [`PapayaStore`].
     ///
     /// The default reads about ten times faster than [`MokaStore`](crate::MokaStore) (see
@@ -444,6 +516,9 @@ where
         if let Some(ttl) = config.terminal_ttl {
             self = self.terminal_ttl(ttl);
         }
+        if let Some(max_interval) = config.adaptive_max_interval {
+            self = self.adaptive_refresh(max_interval);
+        }
         if config.retry_attempts > 0 {
             self = self.layer(retry_layer(BackoffRetryPolicy::new(config.retry_attempts)));
         }
@@ -459,8 +534,8 @@ where
     ///
     /// [`Error::InvalidConfig`], naming the field, when no sync function was given, or
     /// capacity, parallelism, the resync period, the updates capacity or the terminal TTL is
-    /// zero, or a capacity
-    /// was given with a custom store.
+    /// zero, the adaptive refresh's maximum interval is shorter than the resync period, or a
+    /// capacity was given with a custom store.
     pub fn build(self) -> Result<AutoRefresh<K, V>, Error> {
         let invalid =
             |field, reason: &str| Error::InvalidConfig { field, reason: reason.to_owned() };
@@ -476,6 +551,17 @@ where
         }
         if self.terminal_ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(invalid("terminal_ttl", "must be longer than zero, got 0s"));
+        }
+        if let Some(max_interval) =
+            self.adaptive_max_interval.filter(|max| *max < self.resync_period)
+        {
+            return Err(Error::InvalidConfig {
+                field: "adaptive_max_interval",
+                reason: format!(
+                    "must be at least the resync period ({:?}), got {max_interval:?}",
+                    self.resync_period
+                ),
+            });
         }
         if self.updates_capacity == 0 || self.updates_capacity > usize::MAX / 2 {
             return Err(Error::InvalidConfig {
@@ -517,6 +603,7 @@ where
             updates_capacity: self.updates_capacity,
             removal_listener: self.removal_listener,
             terminal_ttl: self.terminal_ttl,
+            adaptive_max_interval: self.adaptive_max_interval,
         }))
     }
 }

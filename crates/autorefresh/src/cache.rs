@@ -113,6 +113,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) removals: Option<Arc<Removals<K, V>>>,
     /// How long a terminal item stays, in ticks, if terminal expiry is on.
     pub(crate) terminal_ttl: Option<u64>,
+    /// Adaptive refresh, if on: the resync period and the longest wait, in ticks.
+    pub(crate) adaptive: Option<Adaptive>,
     /// Entries marked by `delete_delayed`, removed by the next sweep.
     pub(crate) pending_deletes: Mutex<Vec<(K, EntryHandle<V>)>>,
     pub(crate) resync_period: Duration,
@@ -135,6 +137,34 @@ pub(crate) struct Parts<K, V> {
     pub(crate) updates_capacity: usize,
     pub(crate) removal_listener: Option<RemovalListener<K, V>>,
     pub(crate) terminal_ttl: Option<Duration>,
+    pub(crate) adaptive_max_interval: Option<Duration>,
+}
+
+/// Adaptive refresh's settings, in ticks (see `AutoRefreshBuilder::adaptive_refresh`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Adaptive {
+    /// The resync period.
+    pub(crate) period: u64,
+    /// The longest wait.
+    pub(crate) max: u64,
+}
+
+impl Adaptive {
+    /// Whether a sweep at `now` skips an entry refreshed at `refreshed_at` after `streak`
+    /// unchanged refreshes in a row: its wait, `period × 2^streak` capped at `max`, ends more
+    /// than half a period after `now` (a refresh lands a little after its sweep). An entry
+    /// with no streak is never skipped.
+    pub(crate) fn skips(self, now: u64, refreshed_at: u64, streak: u8) -> bool {
+        if streak == 0 {
+            return false;
+        }
+        let wait = if u32::from(streak) >= u64::BITS || self.period > self.max >> streak {
+            self.max
+        } else {
+            self.period << streak
+        };
+        refreshed_at.saturating_add(wait) > now.saturating_add(self.period / 2)
+    }
 }
 
 impl<K, V> Shared<K, V> {
@@ -211,6 +241,10 @@ where
                 terminal_ttl: parts
                     .terminal_ttl
                     .map(|ttl| u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+                adaptive: parts.adaptive_max_interval.map(|max| Adaptive {
+                    period: u64::try_from(parts.resync_period.as_nanos()).unwrap_or(u64::MAX),
+                    max: u64::try_from(max.as_nanos()).unwrap_or(u64::MAX),
+                }),
                 pending_deletes: Mutex::new(Vec::new()),
                 resync_period: parts.resync_period,
                 parallelism: parts.parallelism,

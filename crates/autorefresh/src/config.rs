@@ -66,6 +66,23 @@ pub struct AutoRefreshConfig {
     /// terminal items stay until deleted or evicted.
     #[serde(with = "humantime_serde")]
     pub terminal_ttl: Option<Duration>,
+    /// The longest wait of an item that keeps syncing unchanged (see
+    /// [`AutoRefreshBuilder::adaptive_refresh`](crate::AutoRefreshBuilder::adaptive_refresh));
+    /// absent: every item is refreshed every period. Must be at least `resync_period`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use autorefresh::AutoRefreshConfig;
+    ///
+    /// let config: AutoRefreshConfig = toml::from_str(r#"
+    ///     resync_period = "30s"
+    ///     adaptive_max_interval = "8m"
+    /// "#).unwrap();
+    /// assert_eq!(config.adaptive_max_interval, Some(Duration::from_secs(480)));
+    /// assert_eq!(AutoRefreshConfig::default().adaptive_max_interval, None);
+    /// ```
+    #[serde(with = "humantime_serde")]
+    pub adaptive_max_interval: Option<Duration>,
 }
 
 /// The retry limiter's settings (see [`AutoRefreshConfig::limiter`]).
@@ -97,6 +114,7 @@ impl Default for AutoRefreshConfig {
             timeout: None,
             retry_attempts: 0,
             terminal_ttl: None,
+            adaptive_max_interval: None,
         }
     }
 }

@@ -60,8 +60,9 @@ where
     }
 }
 
-/// Removes the items pending `delete_delayed`, then queues every live non-terminal item and
-/// removes the terminal ones past the terminal TTL, if set.
+/// Removes the items pending `delete_delayed`, then queues every live non-terminal item (but
+/// those adaptive refresh, if on, lets wait) and removes the terminal ones past the terminal
+/// TTL, if set.
 fn sweep<K, V>(shared: &Shared<K, V>)
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -84,14 +85,19 @@ where
     let mut stalest: Option<u64> = None;
     let now = shared.ticks();
     let terminal_ttl = shared.terminal_ttl;
+    let adaptive = shared.adaptive;
     let mut expired = Vec::new();
     shared.store.for_each_entry(&mut |id, entry| {
         // One read of the entry: locking it again inside the closure could deadlock.
-        let due_since = entry.inspect(|item, state, refreshed_at| {
+        let due_since = entry.inspect_streak(|item, state, refreshed_at, streak| {
             if state != EntryState::Live {
                 return None;
             }
             if !item.is_terminal() {
+                // Adaptive refresh: an item that kept syncing unchanged waits longer.
+                if adaptive.is_some_and(|a| a.skips(now, refreshed_at, streak)) {
+                    return None;
+                }
                 return Some(refreshed_at);
             }
             if terminal_ttl.is_some_and(|ttl| now.saturating_sub(refreshed_at) >= ttl) {
