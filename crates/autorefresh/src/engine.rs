@@ -38,7 +38,7 @@ where
     reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let next_retry = shared.queue.promote_due();
-        batch_due_items(&shared);
+        survive(&shared, "batching", || batch_due_items(&shared));
         let retry_timer = async {
             match next_retry {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -52,7 +52,7 @@ where
                 shared.queue.close();
                 return;
             }
-            _ = sweeps.tick() => sweep(&shared),
+            _ = sweeps.tick() => survive(&shared, "sweep", || sweep(&shared)),
             () = retry_timer => {}
             () = shared.queue.dispatcher_woken() => {}
             _ = reports.tick() => report_unfinished_work(&shared),
@@ -93,7 +93,7 @@ where
             if state != EntryState::Live {
                 return None;
             }
-            if !item.is_terminal() {
+            if !is_terminal(item) {
                 // Adaptive refresh: an item that kept syncing unchanged waits longer.
                 if adaptive.is_some_and(|a| a.skips(now, refreshed_at, streak)) {
                     return None;
@@ -144,7 +144,7 @@ fn expire_terminal<K, V>(
     for (id, entry) in expired {
         let snapshot = entry.snapshot();
         let still_expired = snapshot.state == EntryState::Live
-            && snapshot.item.is_terminal()
+            && is_terminal(&snapshot.item)
             && now.saturating_sub(snapshot.refreshed_at) >= ttl;
         // Checked and marked at once: an update after the snapshot wins.
         if still_expired
@@ -175,7 +175,7 @@ where
     let mut items = Vec::with_capacity(taken.len());
     for taken in taken {
         let snapshot = taken.entry.snapshot();
-        if snapshot.state == EntryState::Live && !snapshot.item.is_terminal() {
+        if snapshot.state == EntryState::Live && !is_terminal(&snapshot.item) {
             items.push(ItemWrapper::new(taken.id.clone(), snapshot.item));
         } else if taken.backed_off {
             shared.limiter.forget(&taken.id);
@@ -266,7 +266,18 @@ pub(crate) async fn run_worker<K, V>(
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => return,
-                    () = sync_batch(&shared, index, &mut service, batch) => {}
+                    outcome = AssertUnwindSafe(sync_batch(&shared, index, &mut service, batch)).catch_unwind() => {
+                        if let Err(panic) = outcome {
+                            // User code outside the sync function (a limiter, metrics) panicked:
+                            // this worker goes on, with a fresh service.
+                            tracing::error!(
+                                cache = %shared.name,
+                                panic = panic_message(&*panic),
+                                "a worker caught a panic outside the sync function"
+                            );
+                            service = shared.sync.clone();
+                        }
+                    }
                 }
             }
         }
@@ -299,7 +310,7 @@ async fn sync_batch<K, V>(
     let mut stalest = now;
     for TakenItem { id, entry, backed_off } in batch.items {
         let snapshot = entry.snapshot();
-        if snapshot.state == EntryState::Live && !snapshot.item.is_terminal() {
+        if snapshot.state == EntryState::Live && !is_terminal(&snapshot.item) {
             stalest = stalest.min(snapshot.refreshed_at);
             wrappers.push(ItemWrapper::new(id.clone(), snapshot.item));
             dispatched.push(Dispatched { id, entry, version: snapshot.version, backed_off });
@@ -465,6 +476,25 @@ fn apply<K, V>(
                 }
             }
         }
+    }
+}
+
+/// `item.is_terminal()`, where a panic counts as not terminal (the item keeps being synced,
+/// and the sync may bring a value that answers) instead of ending the task that asked.
+fn is_terminal<V: Item>(item: &V) -> bool {
+    std::panic::catch_unwind(AssertUnwindSafe(|| item.is_terminal())).unwrap_or(false)
+}
+
+/// Runs one step of the dispatcher; a panic in user code it calls (a limiter, metrics, a
+/// store) is logged and the dispatcher goes on with its next step.
+fn survive<K, V>(shared: &Shared<K, V>, step: &str, run: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(run)) {
+        tracing::error!(
+            cache = %shared.name,
+            step,
+            panic = panic_message(&*panic),
+            "the dispatcher caught a panic"
+        );
     }
 }
 
