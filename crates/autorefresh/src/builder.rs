@@ -12,12 +12,13 @@ use autorefresh_core::{
 use autorefresh_papaya::PapayaStore;
 use autorefresh_tower::retry::{retry_layer, BackoffRetryPolicy};
 use autorefresh_tower::timeout::TimeoutLayer;
-use tower::{Layer, Service};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
 
 use crate::cache::{AutoRefresh, Parts};
 use crate::config::AutoRefreshConfig;
 use crate::removal::RemovalListener;
-use crate::sync_service::{boxed_layer, ApplyLayer, SyncPath, SyncService};
+use crate::sync_service::{ApplyLayer, SyncPath, SyncService};
 
 /// The default resync period: 30 s.
 pub const DEFAULT_RESYNC_PERIOD: Duration = Duration::from_secs(30);
@@ -189,7 +190,9 @@ where
         <L::Service as Service<Batch<K, V>>>::Error: Into<SyncError>,
         <L::Service as Service<Batch<K, V>>>::Future: Send + 'static,
     {
-        self.layers.push(boxed_layer(layer));
+        self.layers.push(Box::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner).map_err(Into::into))
+        }));
         self
     }
 

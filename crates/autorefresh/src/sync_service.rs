@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use autorefresh_core::{Batch, ItemSyncResponse, SyncError, SyncFunc, SyncResult};
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 /// The sync path once layered: a type-erased, cloneable tower service from a batch to its
 /// responses. Layers given to [`AutoRefreshBuilder::layer`](crate::AutoRefreshBuilder::layer)
@@ -17,23 +17,6 @@ pub type SyncService<K, V> =
 
 /// Wraps a sync path in one more layer (kept by the builder until `build`).
 pub(crate) type ApplyLayer<K, V> = Box<dyn FnOnce(SyncService<K, V>) -> SyncService<K, V> + Send>;
-
-/// Boxes `layer` so the builder can apply it at `build`.
-pub(crate) fn boxed_layer<K, V, L>(layer: L) -> ApplyLayer<K, V>
-where
-    K: Send + 'static,
-    V: Send + 'static,
-    L: Layer<SyncService<K, V>> + Send + 'static,
-    L::Service: Service<Batch<K, V>, Response = Vec<ItemSyncResponse<K, V>>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as Service<Batch<K, V>>>::Error: Into<SyncError>,
-    <L::Service as Service<Batch<K, V>>>::Future: Send + 'static,
-{
-    Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner).map_err(Into::into)))
-}
 
 /// How a worker calls the user's sync function: directly when no layer was given (one
 /// allocation per batch, the sync function's own), through the layered service otherwise.
