@@ -398,7 +398,9 @@ where
     /// the streak as it was.
     ///
     /// The cost: an item that starts changing after a quiet spell is seen up to
-    /// `max_interval` late. The sweep still reads every entry once per period.
+    /// `max_interval` late. The sweep still reads every entry once per period. The staleness
+    /// metric counts only the items a sweep queues: the quiet ones it lets wait are stale by
+    /// design and would otherwise keep a staleness alert firing.
     ///
     /// # Examples
     ///
