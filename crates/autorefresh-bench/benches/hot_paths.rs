@@ -17,45 +17,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autorefresh::{
-    AutoRefresh, Batch, CancellationToken, FixedSizeBatches, Item, ItemSyncResponse,
-    NoDelayRateLimiter, SyncAction, SyncResult,
+    AutoRefresh, Batch, CancellationToken, FixedSizeBatches, NoDelayRateLimiter, SyncResult,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode};
 use tokio::sync::Notify;
 
 const N: usize = 100_000;
 
-#[derive(Clone, Debug)]
-struct Job {
-    status: u64,
-    terminal: bool,
-}
+// The item, ids and sync answer of the benchmark program, shared rather than copied.
+#[path = "../src/common.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod common;
 
-impl Item for Job {
-    fn is_terminal(&self) -> bool {
-        self.terminal
-    }
-}
+use common::{bumped, id, Job};
 
-const NEW: Job = Job { status: 0, terminal: false };
-
-fn id(n: usize) -> String {
-    format!("item-{n}")
-}
-
-fn bumped(batch: Batch<String, Job>) -> Vec<ItemSyncResponse<String, Job>> {
-    batch
-        .into_iter()
-        .map(|w| {
-            let (id, job) = w.into_parts();
-            ItemSyncResponse {
-                id,
-                item: Job { status: job.status + 1, terminal: false },
-                action: SyncAction::Update,
-            }
-        })
-        .collect()
-}
+const NEW: Job = Job::NEW;
 
 /// Counts item-syncs down from a target and wakes the waiter when they are all done.
 struct Sweep {
