@@ -40,8 +40,7 @@ struct Faults {
     failed: AtomicUsize,
     panicked: AtomicUsize,
     hung: AtomicUsize,
-    in_flight: Mutex<HashSet<String>>,
-    overlaps: AtomicUsize,
+    in_flight: common::InFlight,
     /// Ids the sync function was given, in order.
     seen: Mutex<Vec<String>>,
 }
@@ -81,16 +80,8 @@ impl Faults {
     ) -> Result<Vec<ItemSyncResponse<String, Counter>>, SyncError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let ids: Vec<String> = batch.iter().map(|w| w.id().clone()).collect();
-        {
-            let mut in_flight = self.in_flight.lock().unwrap();
-            for id in &ids {
-                if !in_flight.insert(id.clone()) {
-                    self.overlaps.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            self.seen.lock().unwrap().extend(ids.iter().cloned());
-        }
-        let _guard = InFlight { faults: &self, ids: ids.clone() };
+        self.seen.lock().unwrap().extend(ids.iter().cloned());
+        let _in_flight = self.in_flight.enter(ids.clone());
         let delay = *self.delay.lock().unwrap();
         if !delay.is_zero() {
             sleep(delay).await;
@@ -108,21 +99,6 @@ impl Faults {
             panic!("sync panicked on purpose");
         }
         Ok(increment(batch))
-    }
-}
-
-/// Takes a call's ids out of flight however it ends (return, panic, timeout, shutdown).
-struct InFlight<'a> {
-    faults: &'a Faults,
-    ids: Vec<String>,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut in_flight = self.faults.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        for id in &self.ids {
-            in_flight.remove(id);
-        }
     }
 }
 
@@ -164,7 +140,7 @@ async fn assert_converges(setup: &Setup, faults: &Faults) {
     }
     assert_eq!(setup.limiter.tracked_items(), 0, "the limiter still tracks ids");
     assert_eq!(queue_figures(&setup.cache), QueueFigures::default());
-    assert_eq!(faults.overlaps.load(Ordering::SeqCst), 0, "an id was in two calls at once");
+    assert_eq!(faults.in_flight.overlaps().len(), 0, "an id was in two calls at once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,7 +221,7 @@ async fn very_slow_syncs_never_overlap_nor_pile_up() {
     sleep(PERIOD * 35).await;
     // Each item: one call at 0 s, 10 s, 20 s and 30 s.
     assert_eq!(faults.calls.load(Ordering::SeqCst), ITEMS * 4);
-    assert_eq!(faults.overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(faults.in_flight.overlaps().len(), 0);
     assert_converges(&setup, &faults).await;
     running.shutdown().await;
 }
@@ -339,7 +315,7 @@ async fn ids_repeated_across_batches_are_synced_once() {
         let times = seen.iter().filter(|s| **s == id(i)).count();
         assert!((11..=12).contains(&times), "item {i} synced {times} times");
     }
-    assert_eq!(faults.overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(faults.in_flight.overlaps().len(), 0);
     *mode.lock().unwrap() = Batching::Fine;
     for i in 0..ITEMS {
         setup.cache.update(&id(i), Counter::new(TARGET));

@@ -223,7 +223,6 @@ mod staleness {
 }
 
 mod concurrency {
-    use std::collections::HashSet;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use autorefresh::ItemWrapper;
@@ -246,8 +245,7 @@ mod concurrency {
         rng: Mutex<Option<Rng>>,
         /// Whether the sync function and the batcher misbehave at random.
         on: AtomicBool,
-        in_flight: Mutex<HashSet<String>>,
-        overlaps: AtomicUsize,
+        in_flight: common::InFlight,
         terminal_synced: AtomicUsize,
         ghosts_synced: AtomicUsize,
         calls: AtomicUsize,
@@ -260,41 +258,21 @@ mod concurrency {
         }
     }
 
-    struct InFlight<'a> {
-        faults: &'a Faults,
-        ids: Vec<String>,
-    }
-
-    impl Drop for InFlight<'_> {
-        fn drop(&mut self) {
-            let mut in_flight = self.faults.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            for id in &self.ids {
-                in_flight.remove(id);
-            }
-        }
-    }
-
     async fn sync(
         faults: Arc<Faults>,
         batch: Batch<String, Counter>,
     ) -> autorefresh::SyncResult<String, Counter> {
         faults.calls.fetch_add(1, Ordering::Relaxed);
         let ids: Vec<String> = batch.iter().map(|w| w.id().clone()).collect();
-        {
-            let mut in_flight = faults.in_flight.lock().unwrap();
-            for w in &batch {
-                if !in_flight.insert(w.id().clone()) {
-                    faults.overlaps.fetch_add(1, Ordering::Relaxed);
-                }
-                if w.item().is_terminal() {
-                    faults.terminal_synced.fetch_add(1, Ordering::Relaxed);
-                }
-                if w.id().starts_with("ghost") {
-                    faults.ghosts_synced.fetch_add(1, Ordering::Relaxed);
-                }
+        for w in &batch {
+            if w.item().is_terminal() {
+                faults.terminal_synced.fetch_add(1, Ordering::Relaxed);
+            }
+            if w.id().starts_with("ghost") {
+                faults.ghosts_synced.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let _guard = InFlight { faults: &faults, ids };
+        let _in_flight = faults.in_flight.enter(ids);
         if faults.roll(20) {
             tokio::time::sleep(Duration::from_millis(3)).await;
         } else {
@@ -402,7 +380,7 @@ mod concurrency {
         running.shutdown().await;
         assert_eq!(limiter.tracked_items(), 0, "the limiter kept failure counts for deleted ids");
 
-        assert_eq!(faults.overlaps.load(Ordering::Relaxed), 0, "an id was in two calls at once");
+        assert_eq!(faults.in_flight.overlaps().len(), 0, "an id was in two calls at once");
         assert_eq!(faults.terminal_synced.load(Ordering::Relaxed), 0, "terminal items synced");
         assert_eq!(faults.ghosts_synced.load(Ordering::Relaxed), 0, "invented ids synced");
         let calls = faults.calls.load(Ordering::Relaxed);

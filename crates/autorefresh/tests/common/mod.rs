@@ -50,6 +50,7 @@ pub enum Behaviour {
 #[derive(Default)]
 pub struct Service {
     state: Mutex<ServiceState>,
+    in_flight: InFlight,
     pub calls: AtomicUsize,
 }
 
@@ -57,9 +58,7 @@ pub struct Service {
 struct ServiceState {
     behaviour: Option<Behaviour>,
     delay: Duration,
-    in_flight: HashSet<String>,
     /// Ids sent while already in flight: must stay empty.
-    overlaps: Vec<String>,
     /// Every time each id was sent.
     attempts: HashMap<String, Vec<Instant>>,
     batch_sizes: Vec<usize>,
@@ -83,7 +82,7 @@ impl Service {
     }
 
     pub fn overlaps(&self) -> Vec<String> {
-        self.state.lock().unwrap().overlaps.clone()
+        self.in_flight.overlaps()
     }
 
     pub fn attempts(&self, id: &str) -> Vec<Instant> {
@@ -119,15 +118,11 @@ impl Service {
                 if w.item().is_terminal() {
                     state.seen_terminal.push(w.id().clone());
                 }
-                if !state.in_flight.insert(w.id().clone()) {
-                    state.overlaps.push(w.id().clone());
-                }
                 state.attempts.entry(w.id().clone()).or_default().push(now);
             }
             (state.behaviour.unwrap_or(Behaviour::Increment), state.delay)
         };
-        let ids: Vec<String> = batch.iter().map(|w| w.id().clone()).collect();
-        let _guard = InFlightGuard { service: &self, ids };
+        let _in_flight = self.in_flight.enter(batch.iter().map(|w| w.id().clone()).collect());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -140,17 +135,44 @@ impl Service {
     }
 }
 
-/// Takes the batch's ids out of flight however the call ends (return, panic or drop).
-struct InFlightGuard<'a> {
-    service: &'a Service,
+/// Which ids are inside a sync call right now; an id sent while already inside is an
+/// overlap, which the engine must never cause.
+#[derive(Default)]
+pub struct InFlight {
+    ids: Mutex<HashSet<String>>,
+    overlaps: Mutex<Vec<String>>,
+}
+
+impl InFlight {
+    /// Marks `ids` in flight until the guard drops, however the call ends (return, panic,
+    /// timeout, shutdown).
+    pub fn enter(&self, ids: Vec<String>) -> InFlightGuard<'_> {
+        let mut in_flight = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &ids {
+            if !in_flight.insert(id.clone()) {
+                self.overlaps.lock().unwrap_or_else(|e| e.into_inner()).push(id.clone());
+            }
+        }
+        InFlightGuard { in_flight: self, ids }
+    }
+
+    /// The ids that were sent while already in flight.
+    pub fn overlaps(&self) -> Vec<String> {
+        self.overlaps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Takes its ids out of flight when dropped.
+pub struct InFlightGuard<'a> {
+    in_flight: &'a InFlight,
     ids: Vec<String>,
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        let mut state = self.service.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut in_flight = self.in_flight.ids.lock().unwrap_or_else(|e| e.into_inner());
         for id in &self.ids {
-            state.in_flight.remove(id);
+            in_flight.remove(id);
         }
     }
 }
