@@ -39,6 +39,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod batches;
+mod cluster;
 mod entry;
 mod error;
 mod item;
@@ -49,6 +50,7 @@ mod store;
 mod sync;
 
 pub use batches::{CreateBatchesFunc, FixedSizeBatches, SingleItemBatches};
+pub use cluster::{Cluster, ClusterError, LocalReplica, Shutdown};
 pub use entry::{EntryHandle, EntrySnapshot, EntryState, EntryVersion};
 pub use error::Error;
 pub use item::{Batch, Item, ItemWrapper};
