@@ -99,6 +99,9 @@ pub trait LocalReplica<K, V>: Send + Sync {
     /// Removes the item under `id`, if there is one (subscribers see it leave).
     fn remove(&self, id: &K);
 
+    /// The item the local store holds under `id`, if any (not counted as a read).
+    fn get(&self, id: &K) -> Option<V>;
+
     /// Visits every id the local store holds.
     fn for_each_id(&self, visit: &mut dyn FnMut(&K));
 }
