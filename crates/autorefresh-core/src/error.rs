@@ -32,6 +32,14 @@ pub enum Error {
         /// The cache's name.
         name: String,
     },
+    /// The cache's [`Cluster`](crate::Cluster) could not answer (a lookup of a local miss).
+    #[error("cache `{name}`: the cluster did not answer: {reason}")]
+    Cluster {
+        /// The cache's name.
+        name: String,
+        /// What the cluster reported.
+        reason: String,
+    },
 }
 
 impl Error {

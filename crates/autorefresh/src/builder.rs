@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autorefresh_core::{
-    Batch, CreateBatchesFunc, Error, FixedSizeBatches, Item, ItemSyncResponse, Metrics,
+    Batch, Cluster, CreateBatchesFunc, Error, FixedSizeBatches, Item, ItemSyncResponse, Metrics,
     NoopMetrics, RateLimiter, SingleItemBatches, Store, SyncError, SyncFunc,
 };
 use autorefresh_papaya::PapayaStore;
@@ -96,6 +96,7 @@ pub struct AutoRefreshBuilder<K, V> {
     removal_listener: Option<RemovalListener<K, V>>,
     terminal_ttl: Option<Duration>,
     adaptive_max_interval: Option<Duration>,
+    cluster: Option<Arc<dyn Cluster<K, V>>>,
     /// The first error found by `config`, reported by `build`.
     config_error: Option<Error>,
 }
@@ -114,6 +115,7 @@ impl<K, V> fmt::Debug for AutoRefreshBuilder<K, V> {
             .field("removal_listener", &self.removal_listener.is_some())
             .field("terminal_ttl", &self.terminal_ttl)
             .field("adaptive_max_interval", &self.adaptive_max_interval)
+            .field("cluster", &self.cluster.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +142,7 @@ where
             removal_listener: None,
             terminal_ttl: None,
             adaptive_max_interval: None,
+            cluster: None,
             config_error: None,
         }
     }
@@ -464,6 +467,20 @@ where
         self
     }
 
+    /// Shares the items with the cache's other instances (replicas of one service) through
+    /// `cluster`, such as `autorefresh_redis::RedisCluster` (the `redis` feature re-exports
+    /// it as [`redis`](crate::redis)). Default: none; the cache is on its own.
+    ///
+    /// With a cluster, this instance syncs only the items
+    /// [`Cluster::refreshes`](crate::Cluster::refreshes) gives it; creates, updates and
+    /// deletes are sent to the cluster; the other instances' changes are applied to this
+    /// instance's store while the cache runs; [`fetch`](AutoRefresh::fetch) looks up a local
+    /// miss in the cluster. See `docs/scale-out.md`.
+    pub fn cluster(mut self, cluster: impl Cluster<K, V>) -> Self {
+        self.cluster = Some(Arc::new(cluster));
+        self
+    }
+
     /// Reports what the cache does to `metrics`. Default: nothing is recorded.
     pub fn metrics(mut self, metrics: impl Metrics) -> Self {
         self.metrics = Arc::new(metrics);
@@ -609,6 +626,7 @@ where
             removal_listener: self.removal_listener,
             terminal_ttl: self.terminal_ttl,
             adaptive_max_interval: self.adaptive_max_interval,
+            cluster: self.cluster,
         }))
     }
 }

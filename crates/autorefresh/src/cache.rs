@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autorefresh_core::{
-    CreateBatchesFunc, EntryHandle, Error, GetOrInsert, Item, Metrics, RateLimiter, Store,
+    Cluster, CreateBatchesFunc, EntryHandle, Error, GetOrInsert, Item, Metrics, RateLimiter, Store,
 };
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
@@ -20,6 +20,7 @@ use crate::engine;
 use crate::notify::Notifier;
 use crate::queue::WorkQueue;
 use crate::removal::{RemovalCause, RemovalListener, Removals};
+use crate::replica::Replica;
 use crate::sync_service::SyncPath;
 
 /// A cache that keeps the latest state of the items it tracks fresh in the background.
@@ -117,6 +118,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) adaptive: Option<Adaptive>,
     /// Entries marked by `delete_delayed`, removed by the next sweep.
     pub(crate) pending_deletes: Mutex<Vec<(K, EntryHandle<V>)>>,
+    /// The instances this cache shares its items with, if any.
+    pub(crate) cluster: Option<Arc<dyn Cluster<K, V>>>,
     pub(crate) resync_period: Duration,
     pub(crate) parallelism: usize,
     pub(crate) sync_on_create: bool,
@@ -138,6 +141,7 @@ pub(crate) struct Parts<K, V> {
     pub(crate) removal_listener: Option<RemovalListener<K, V>>,
     pub(crate) terminal_ttl: Option<Duration>,
     pub(crate) adaptive_max_interval: Option<Duration>,
+    pub(crate) cluster: Option<Arc<dyn Cluster<K, V>>>,
 }
 
 /// Adaptive refresh's settings, in ticks (see `AutoRefreshBuilder::adaptive_refresh`).
@@ -181,6 +185,61 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
+    /// Whether this instance syncs `id`: always, unless a cluster gives it to another.
+    pub(crate) fn refreshes(&self, id: &K) -> bool {
+        self.cluster.as_ref().is_none_or(|cluster| cluster.refreshes(id))
+    }
+
+    /// Inserts `item` under `id` unless the store holds one; a new entry starts its refresh
+    /// clock.
+    pub(crate) fn insert(&self, id: K, item: V) -> GetOrInsert<V> {
+        let inserted = self.store.get_or_insert(id, EntryHandle::new(item));
+        if let GetOrInsert::Inserted(entry) = &inserted {
+            entry.set_refreshed_at(self.ticks());
+        }
+        inserted
+    }
+
+    /// Queues a new entry for its first sync, when sync-on-create is on, it is not terminal
+    /// and this instance syncs it.
+    pub(crate) fn queue_created(&self, id: &K, entry: &EntryHandle<V>) {
+        if self.sync_on_create
+            && !entry.with(V::is_terminal)
+            && self.refreshes(id)
+            && self.queue.add(id.clone(), entry.clone())
+        {
+            self.metrics.queue_added(1);
+        }
+    }
+
+    /// Replaces the item of `entry` (stored under `id`) and tells subscribers; returns
+    /// whether it did (not if the entry was removed meanwhile).
+    pub(crate) fn replace(&self, id: &K, entry: &EntryHandle<V>, item: V) -> bool {
+        let broadcast = self.notifier.broadcasting().then(|| item.clone());
+        if self.terminal_ttl.is_some() && item.is_terminal() {
+            // Its terminal clock starts now; set before the item, so a sweep never sees the
+            // terminal item with an older time.
+            entry.set_refreshed_at(self.ticks());
+        }
+        if !entry.replace(item) {
+            return false;
+        }
+        if self.notifier.watching() {
+            self.notifier.changed(id, entry);
+        }
+        if let Some(item) = broadcast {
+            self.notifier.broadcast(id.clone(), item);
+        }
+        true
+    }
+
+    /// Removes the item under `id` now, if there is one; returns whether there was.
+    pub(crate) fn remove(&self, id: &K) -> bool {
+        let Some(entry) = self.store.remove(id) else { return false };
+        self.forget(id, &entry, RemovalCause::Deleted);
+        true
+    }
+
     /// Drops what the queue, the limiter and the subscribers hold for an entry that left the
     /// store, and tells the removal listener, if any.
     pub(crate) fn forget(&self, id: &K, entry: &EntryHandle<V>, cause: RemovalCause) {
@@ -246,6 +305,7 @@ where
                     max: u64::try_from(max.as_nanos()).unwrap_or(u64::MAX),
                 }),
                 pending_deletes: Mutex::new(Vec::new()),
+                cluster: parts.cluster,
                 resync_period: parts.resync_period,
                 parallelism: parts.parallelism,
                 sync_on_create: parts.sync_on_create,
@@ -287,6 +347,12 @@ where
             tracker.spawn_on(engine.track_future(worker), &runtime);
         }
         engine.close();
+        if let Some(cluster) = &self.shared.cluster {
+            let local = Arc::new(Replica::new(Arc::clone(&self.shared)));
+            let cluster = Arc::clone(cluster);
+            let shutdown = Box::pin(cancel.clone().cancelled_owned());
+            tracker.spawn_on(async move { cluster.run(local, shutdown).await }, &runtime);
+        }
         if let Some(removals) = &self.shared.removals {
             removals.spawn(&self.shared.name, &tracker, engine, cancel.clone(), &runtime);
         }
@@ -312,6 +378,57 @@ where
         }
     }
 
+    /// The item stored under `id`, looked up in the [cluster](AutoRefreshBuilder::cluster)
+    /// when this instance's store does not hold it (an item another instance created that
+    /// has not reached this one yet, or one this store evicted). An item found there is
+    /// stored here. Without a cluster, the same as [`get`](Self::get).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if neither holds an item under `id`; [`Error::Cluster`] if the
+    /// cluster could not answer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use autorefresh::{AutoRefresh, Batch, Item};
+    ///
+    /// #[derive(Clone, Debug)]
+    /// struct Job;
+    /// impl Item for Job {
+    ///     fn is_terminal(&self) -> bool { false }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = AutoRefresh::<u64, Job>::builder("jobs")
+    ///     .sync(|_batch: Batch<u64, Job>| async { Ok(Vec::new()) })
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(cache.fetch(&7).await.unwrap_err().is_not_found());
+    /// # }
+    /// ```
+    pub async fn fetch(&self, id: &K) -> Result<V, Error> {
+        let local = self.get(id);
+        let Some(cluster) = self.shared.cluster.as_ref().filter(|_| local.is_err()) else {
+            return local;
+        };
+        let found = cluster.fetch(id).await.map_err(|err| Error::Cluster {
+            name: self.shared.name.clone(),
+            reason: err.to_string(),
+        })?;
+        match found {
+            Some(item) => match self.shared.insert(id.clone(), item) {
+                GetOrInsert::Existing(entry) => Ok(entry.load()),
+                GetOrInsert::Inserted(entry) => {
+                    self.shared.queue_created(id, &entry);
+                    Ok(entry.load())
+                }
+            },
+            None => local,
+        }
+    }
+
     /// The item stored under `id` if there is one, else `item`, inserted.
     ///
     /// It never replaces an existing item. A new non-terminal item is queued for a sync at
@@ -326,18 +443,17 @@ where
             self.shared.metrics.cache_hit();
             return Ok(entry.load());
         }
-        let queue_it = self.shared.sync_on_create && !item.is_terminal();
-        match self.shared.store.get_or_insert(id.clone(), EntryHandle::new(item)) {
+        match self.shared.insert(id.clone(), item) {
             GetOrInsert::Existing(entry) => {
                 self.shared.metrics.cache_hit();
                 Ok(entry.load())
             }
             GetOrInsert::Inserted(entry) => {
                 self.shared.metrics.cache_miss();
-                entry.set_refreshed_at(self.shared.ticks());
+                self.shared.queue_created(&id, &entry);
                 let item = entry.load();
-                if queue_it && self.shared.queue.add(id, entry) {
-                    self.shared.metrics.queue_added(1);
+                if let Some(cluster) = &self.shared.cluster {
+                    cluster.created(&id, &item);
                 }
                 Ok(item)
             }
@@ -353,23 +469,15 @@ where
     /// [`updates`](Self::updates) are sent the new item.
     pub fn update(&self, id: &K, item: V) -> bool {
         let Some(entry) = self.shared.store.get(id) else { return false };
-        let notifier = &self.shared.notifier;
-        let broadcast = notifier.broadcasting().then(|| item.clone());
-        if self.shared.terminal_ttl.is_some() && item.is_terminal() {
-            // Its terminal clock starts now; set before the item, so a sweep never sees the
-            // terminal item with an older time.
-            entry.set_refreshed_at(self.shared.ticks());
+        let Some(cluster) = &self.shared.cluster else {
+            return self.shared.replace(id, &entry, item);
+        };
+        let shared = item.clone();
+        let replaced = self.shared.replace(id, &entry, item);
+        if replaced {
+            cluster.updated(id, &shared);
         }
-        if !entry.replace(item) {
-            return false;
-        }
-        if notifier.watching() {
-            notifier.changed(id, &entry);
-        }
-        if let Some(item) = broadcast {
-            notifier.broadcast(id.clone(), item);
-        }
-        true
+        replaced
     }
 
     /// A receiver of the item under `id`: it holds the current item, and is sent every new one
@@ -533,9 +641,13 @@ where
 
     /// Removes the item under `id` now, if there is one. A refresh in flight for it is
     /// discarded when it returns.
+    ///
+    /// With a [cluster](AutoRefreshBuilder::cluster), the delete reaches every instance, also
+    /// when this one's store no longer held the item.
     pub fn delete(&self, id: &K) {
-        if let Some(entry) = self.shared.store.remove(id) {
-            self.shared.forget(id, &entry, RemovalCause::Deleted);
+        self.shared.remove(id);
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.deleted(id);
         }
     }
 

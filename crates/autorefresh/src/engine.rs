@@ -72,6 +72,9 @@ where
     for (id, entry) in std::mem::take(&mut *shared.pending_deletes.lock()) {
         if shared.store.remove_entry(&id, &entry) {
             shared.forget(&id, &entry, RemovalCause::DeleteDelayed);
+            if let Some(cluster) = &shared.cluster {
+                cluster.deleted(&id);
+            }
         }
     }
     if shared.notifier.watching() {
@@ -87,7 +90,12 @@ where
     let terminal_ttl = shared.terminal_ttl;
     let adaptive = shared.adaptive;
     let mut expired = Vec::new();
+    let cluster = shared.cluster.as_deref();
     shared.store.for_each_entry(&mut |id, entry| {
+        // Another instance of the cluster syncs this one (and expires it).
+        if cluster.is_some_and(|cluster| !cluster.refreshes(id)) {
+            return;
+        }
         // One read of the entry: locking it again inside the closure could deadlock.
         let due_since = entry.inspect_streak(|item, state, refreshed_at, streak| {
             if state != EntryState::Live {
@@ -152,6 +160,9 @@ fn expire_terminal<K, V>(
             && shared.store.remove_entry(&id, &entry)
         {
             shared.forget(&id, &entry, RemovalCause::TerminalExpired);
+            if let Some(cluster) = &shared.cluster {
+                cluster.deleted(&id);
+            }
         }
     }
 }
@@ -457,12 +468,16 @@ fn apply<K, V>(
             Change::Update(item) => {
                 let broadcast = (*broadcasting.get_or_insert_with(|| notifier.broadcasting()))
                     .then(|| item.clone());
+                let shared_item = shared.cluster.as_ref().map(|cluster| (cluster, item.clone()));
                 if target.entry.apply_refresh(target.version, Some(item), now) {
                     if notifier.watching() {
                         notifier.changed(&target.id, &target.entry);
                     }
                     if let Some(item) = broadcast {
                         notifier.broadcast(target.id.clone(), item);
+                    }
+                    if let Some((cluster, item)) = shared_item {
+                        cluster.refreshed(&target.id, &item);
                     }
                 }
             }
@@ -473,6 +488,9 @@ fn apply<K, V>(
                     && shared.store.remove_entry(&target.id, &target.entry)
                 {
                     shared.forget(&target.id, &target.entry, RemovalCause::SyncDeleted);
+                    if let Some(cluster) = &shared.cluster {
+                        cluster.deleted(&target.id);
+                    }
                 }
             }
         }

@@ -84,13 +84,14 @@ mod engine;
 mod notify;
 mod queue;
 mod removal;
+mod replica;
 mod sync_service;
 
 pub use autorefresh_core::{
-    Batch, CreateBatchesFunc, EntryHandle, EntrySnapshot, EntryState, EntryVersion, Error,
-    EvictionListener, FixedSizeBatches, GetOrInsert, Item, ItemSyncResponse, ItemWrapper, Metrics,
-    NoopMetrics, RateLimiter, RetryAfter, SingleItemBatches, Store, SyncAction, SyncError,
-    SyncFailureKind, SyncFunc, SyncResult,
+    Batch, Cluster, ClusterError, CreateBatchesFunc, EntryHandle, EntrySnapshot, EntryState,
+    EntryVersion, Error, EvictionListener, FixedSizeBatches, GetOrInsert, Item, ItemSyncResponse,
+    ItemWrapper, LocalReplica, Metrics, NoopMetrics, RateLimiter, RetryAfter, SingleItemBatches,
+    Store, SyncAction, SyncError, SyncFailureKind, SyncFunc, SyncResult,
 };
 pub use autorefresh_moka::MokaStore;
 pub use autorefresh_papaya::PapayaStore;
