@@ -450,11 +450,14 @@ where
             }
             GetOrInsert::Inserted(entry) => {
                 self.shared.metrics.cache_miss();
-                self.shared.queue_created(&id, &entry);
                 let item = entry.load();
+                // Told before the item is queued: once queued, a worker on another thread may
+                // sync it and report it `refreshed` at once, and the cluster must not see that
+                // refresh before the item exists there (then the creation of the older item).
                 if let Some(cluster) = &self.shared.cluster {
                     cluster.created(&id, &item);
                 }
+                self.shared.queue_created(&id, &entry);
                 Ok(item)
             }
         }
