@@ -28,7 +28,6 @@ use crate::error::RedisClusterError;
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
 pub struct RedisConfig {
     /// The server: `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS (with
     /// this crate's `tls` feature). Default: `redis://127.0.0.1:6379`.

@@ -1,5 +1,8 @@
 //! A throwaway `redis-server` for tests (this crate's `testing` feature).
 
+// Waiting for a child process to listen is about a real process, not the cache's time.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -100,6 +100,10 @@ pub use autorefresh_papaya::PapayaStore;
 /// Prometheus metrics: the `autorefresh-prometheus` crate (feature `prometheus`).
 #[cfg(feature = "prometheus")]
 pub use autorefresh_prometheus as prometheus;
+/// Replicas sharing items and the refresh through Redis: the `autorefresh-redis` crate
+/// (feature `redis`).
+#[cfg(feature = "redis")]
+pub use autorefresh_redis as redis;
 /// The sync-path middleware and rate limiters (the `autorefresh-tower` crate).
 pub use autorefresh_tower as tower;
 pub use autorefresh_tower::{

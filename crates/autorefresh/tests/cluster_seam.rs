@@ -609,7 +609,7 @@ async fn fetch_of_a_local_hit_does_not_ask_the_cluster() {
     cache.get_or_create(1, job(0)).unwrap();
     cluster.hold(1, job(9)); // the local item wins
     assert_eq!(cache.fetch(&1).await.unwrap(), job(0));
-    assert_eq!(cluster.fetched(), vec![]);
+    assert_eq!(cluster.fetched(), Vec::<u64>::new());
 }
 
 #[tokio::test(start_paused = true)]
