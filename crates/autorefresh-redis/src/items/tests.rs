@@ -1,0 +1,316 @@
+//! The item plane against a real redis-server: replicas in one process, each with its own
+//! link, outbox and in-memory local store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autorefresh_core::LocalReplica;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::Items;
+use crate::codec::Postcard;
+use crate::config::RedisConfig;
+use crate::link::Link;
+use crate::shard::OwnedShards;
+use crate::testing::RedisServer;
+
+/// The local store of a replica: what the cache would hold.
+#[derive(Default)]
+struct Store {
+    items: Mutex<HashMap<String, String>>,
+}
+
+impl LocalReplica<String, String> for Store {
+    fn upsert(&self, id: String, item: String) {
+        self.items.lock().insert(id, item);
+    }
+
+    fn remove(&self, id: &String) {
+        self.items.lock().remove(id);
+    }
+
+    fn get(&self, id: &String) -> Option<String> {
+        self.items.lock().get(id).cloned()
+    }
+
+    fn for_each_id(&self, visit: &mut dyn FnMut(&String)) {
+        let ids: Vec<String> = self.items.lock().keys().cloned().collect();
+        ids.iter().for_each(visit);
+    }
+}
+
+type Plane = Items<String, String, Postcard>;
+
+/// One replica: its item plane running on a task, and its local store.
+struct Replica {
+    items: Arc<Plane>,
+    store: Arc<Store>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    _acquired: mpsc::UnboundedSender<Vec<u16>>,
+}
+
+impl Replica {
+    async fn start(server: &RedisServer, namespace: &str) -> Self {
+        let config = RedisConfig {
+            namespace: Some(namespace.to_owned()),
+            shards: 8,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(500),
+            retry_min_backoff: Duration::from_millis(20),
+            retry_max_backoff: Duration::from_millis(200),
+            ..RedisConfig::new(server.url())
+        };
+        let link = Arc::new(Link::connect("items-test", config).await.unwrap());
+        let owned = Arc::new(OwnedShards::new(link.config.shards));
+        let items = Arc::new(Items::new(link, Arc::new(Postcard), owned));
+        let (acquired, _) = mpsc::unbounded_channel();
+        let mut replica = Self { items, store: Arc::default(), running: None, _acquired: acquired };
+        replica.resume();
+        replica
+    }
+
+    /// Runs the item plane (again).
+    fn resume(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (items, store) = (Arc::clone(&self.items), Arc::clone(&self.store));
+        let (_, acquired) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let shutdown = Box::pin(async move {
+                let _ = stopped.await;
+            });
+            items.run(store, shutdown, acquired).await;
+        });
+        self.running = Some((stop, task));
+    }
+
+    /// Stops the item plane (flushing its outbox), as a shutdown would.
+    async fn pause(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            task.await.unwrap();
+        }
+    }
+
+    /// What the cache does on `get_or_create` of a new id.
+    fn create(&self, id: &str, item: &str) {
+        self.store.upsert(id.to_owned(), item.to_owned());
+        self.items.created(&id.to_owned(), &item.to_owned());
+    }
+
+    fn update(&self, id: &str, item: &str) {
+        self.store.upsert(id.to_owned(), item.to_owned());
+        self.items.updated(&id.to_owned(), &item.to_owned());
+    }
+
+    fn refresh(&self, id: &str, item: &str) {
+        self.store.upsert(id.to_owned(), item.to_owned());
+        self.items.refreshed(&id.to_owned(), &item.to_owned());
+    }
+
+    fn delete(&self, id: &str) {
+        self.store.remove(&id.to_owned());
+        self.items.deleted(&id.to_owned());
+    }
+
+    fn local(&self, id: &str) -> Option<String> {
+        self.store.get(&id.to_owned())
+    }
+
+    fn len(&self) -> usize {
+        self.store.items.lock().len()
+    }
+
+    async fn remote(&self, id: &str) -> Option<String> {
+        self.items.fetch(&id.to_owned()).await.unwrap()
+    }
+
+    async fn drained(&self) -> bool {
+        self.items.state.lock().outbox.is_empty()
+    }
+}
+
+/// Polls `condition` until it holds, failing after a generous deadline (real server, real
+/// time).
+macro_rules! eventually {
+    ($what:expr, $condition:expr) => {{
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if $condition {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never happened: {}", $what);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+fn some(item: &str) -> Option<String> {
+    Some(item.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_on_one_replica_appears_on_the_others_and_on_late_joiners() {
+    let Some(server) = RedisServer::start() else { return };
+    let a = Replica::start(&server, "create").await;
+    let b = Replica::start(&server, "create").await;
+    a.create("job-1", "one");
+    eventually!("b sees job-1", b.local("job-1") == some("one"));
+    assert_eq!(a.remote("job-1").await, some("one"));
+    b.update("job-1", "one-b");
+    eventually!("a sees b's update", a.local("job-1") == some("one-b"));
+    for i in 0..300 {
+        a.create(&format!("bulk-{i}"), &i.to_string());
+    }
+    eventually!("b sees 301 items", b.len() == 301);
+    // A replica that joins later loads what was created before it.
+    let c = Replica::start(&server, "create").await;
+    eventually!("c loaded 301 items", c.len() == 301);
+    assert_eq!(c.local("job-1"), some("one-b"));
+    assert_eq!(b.remote("nobody").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_id_have_one_winner_everywhere() {
+    let Some(server) = RedisServer::start() else { return };
+    let a = Replica::start(&server, "race").await;
+    let b = Replica::start(&server, "race").await;
+    for i in 0..50 {
+        let id = format!("race-{i}");
+        a.create(&id, "from-a");
+        b.create(&id, "from-b");
+    }
+    for i in 0..50 {
+        let id = format!("race-{i}");
+        eventually!(format!("{id} settled"), a.drained().await && b.drained().await);
+        let winner = a.remote(&id).await.expect("created");
+        eventually!(
+            format!("{id}: both hold the winner {winner}"),
+            a.local(&id).as_ref() == Some(&winner) && b.local(&id).as_ref() == Some(&winner)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_from_a_stale_version_loses_to_the_current_item() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut a = Replica::start(&server, "stale").await;
+    let b = Replica::start(&server, "stale").await;
+    a.create("job", "v1");
+    eventually!("b sees v1", b.local("job") == some("v1"));
+    // A refreshes from v1 while it is cut off; meanwhile B's caller updates the item.
+    a.pause().await;
+    a.refresh("job", "a-refresh-of-v1");
+    b.update("job", "b-update");
+    eventually!("b's update landed", b.remote("job").await == some("b-update"));
+    a.resume();
+    eventually!("a ends with b's update", a.local("job") == some("b-update") && a.drained().await);
+    assert_eq!(a.remote("job").await, some("b-update"));
+    assert_eq!(b.local("job"), some("b-update"));
+    // From the current version, A's next refresh wins.
+    a.refresh("job", "a-refresh");
+    eventually!("b sees a's refresh", b.local("job") == some("a-refresh"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_reaches_the_others_and_nothing_brings_it_back() {
+    let Some(server) = RedisServer::start() else { return };
+    let a = Replica::start(&server, "delete").await;
+    let mut b = Replica::start(&server, "delete").await;
+    a.create("gone", "x");
+    a.create("kept", "y");
+    eventually!("b sees both", b.local("gone").is_some() && b.local("kept").is_some());
+    // B's late refresh and update race A's delete: whatever order, the delete stands.
+    b.pause().await;
+    a.delete("gone");
+    eventually!("the delete landed", a.remote("gone").await.is_none());
+    b.refresh("gone", "zombie-refresh");
+    b.update("gone", "zombie-update");
+    b.resume();
+    eventually!("b removed it", b.local("gone").is_none() && b.drained().await);
+    assert_eq!(a.remote("gone").await, None);
+    assert_eq!(a.local("gone"), None);
+    assert_eq!(b.local("kept"), some("y"));
+    // A delete seen live.
+    a.delete("kept");
+    eventually!("b sees the delete", b.local("kept").is_none());
+    // And a create after a delete is a new item.
+    b.create("gone", "again");
+    eventually!("a sees the new item", a.local("gone") == some("again"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_while_redis_is_down_land_and_a_restart_loses_nothing() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let a = Replica::start(&server, "outage").await;
+    let b = Replica::start(&server, "outage").await;
+    for i in 0..20 {
+        a.create(&format!("old-{i}"), "old");
+    }
+    eventually!("b sees the old items", b.len() == 20);
+    server.kill();
+    // Writes while Redis is down wait in the outboxes; reads keep serving the local stores.
+    a.create("new-a", "a");
+    b.create("new-b", "b");
+    a.update("old-1", "updated-while-down");
+    a.delete("old-2");
+    b.delete("old-3");
+    for i in 0..5 {
+        a.refresh("old-4", &format!("refresh-{i}"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.local("new-a"), some("a"));
+    // Restarted empty (no persistence): the replicas write their items back.
+    server.restart();
+    let mut expected: HashMap<String, String> =
+        (0..20).map(|i| (format!("old-{i}"), "old".to_owned())).collect();
+    expected.insert("new-a".into(), "a".into());
+    expected.insert("new-b".into(), "b".into());
+    expected.insert("old-1".into(), "updated-while-down".into());
+    expected.insert("old-4".into(), "refresh-4".into());
+    expected.remove("old-2");
+    expected.remove("old-3");
+    for (id, item) in &expected {
+        eventually!(
+            format!("{id} in redis and both replicas"),
+            a.remote(id).await.as_ref() == Some(item)
+                && a.local(id).as_ref() == Some(item)
+                && b.local(id).as_ref() == Some(item)
+        );
+    }
+    for id in ["old-2", "old-3"] {
+        eventually!(
+            format!("{id} deleted everywhere"),
+            a.remote(id).await.is_none() && a.local(id).is_none() && b.local(id).is_none()
+        );
+    }
+    assert!(a.drained().await && b.drained().await);
+    assert_eq!((a.len(), b.len()), (expected.len(), expected.len()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_messages_resynchronizes() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut a = Replica::start(&server, "missed").await;
+    let b = Replica::start(&server, "missed").await;
+    b.create("deleted-meanwhile", "x");
+    b.create("updated-meanwhile", "x");
+    eventually!("a sees both", a.len() == 2);
+    // A is not listening while B writes: it misses the events.
+    a.pause().await;
+    b.delete("deleted-meanwhile");
+    b.update("updated-meanwhile", "y");
+    b.create("created-meanwhile", "z");
+    eventually!("b's writes landed", b.drained().await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.local("updated-meanwhile"), some("x"));
+    a.resume();
+    eventually!(
+        "a caught up",
+        a.local("deleted-meanwhile").is_none()
+            && a.local("updated-meanwhile") == some("y")
+            && a.local("created-meanwhile") == some("z")
+    );
+}
