@@ -314,3 +314,27 @@ async fn a_replica_that_missed_messages_resynchronizes() {
             && a.local("created-meanwhile") == some("z")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_the_outbox_and_gives_up_when_redis_is_down() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let mut a = Replica::start(&server, "shutdown").await;
+    let b = Replica::start(&server, "shutdown").await;
+    for i in 0..500 {
+        a.create(&format!("job-{i}"), "x");
+    }
+    a.pause().await;
+    assert!(a.drained().await, "shutdown returned before the outbox was written");
+    for i in [0, 250, 499] {
+        assert_eq!(b.remote(&format!("job-{i}")).await, some("x"));
+    }
+    // With Redis gone, shutdown gives up after about two response timeouts (0.5 s here)
+    // rather than hanging; the generous bound is for slow machines.
+    a.resume();
+    server.kill();
+    a.create("unsent", "x");
+    let started = tokio::time::Instant::now();
+    a.pause().await;
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(!a.drained().await, "the unsent write stays queued for the next run");
+}
