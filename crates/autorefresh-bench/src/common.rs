@@ -12,8 +12,9 @@ use autorefresh::{
 use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::time::TimeValLike;
 
-/// The benchmark item of BENCHMARKS.md: `{ status: u64, terminal: bool }`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The benchmark item of BENCHMARKS.md: `{ status: u64, terminal: bool }`. Serde, so the
+/// replica scenarios can share it through Redis.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Job {
     pub(crate) status: u64,
     pub(crate) terminal: bool,

@@ -1,9 +1,11 @@
 //! The autorefresh benchmark program: the workloads S1–S10 of BENCHMARKS.md, and S11
-//! (adaptive refresh; run only when named).
+//! (adaptive refresh), R1 and R2 (S1 and S2 with three replicas through Redis), run only
+//! when named.
 //!
 //! ```text
 //! cargo run --release -p autorefresh-bench -- all            # every scenario, full size
 //! cargo run --release -p autorefresh-bench -- s2 s9 --quick  # some, ~10x smaller and shorter
+//! cargo run --release -p autorefresh-bench -- r1 r2          # three replicas through Redis
 //! cargo run --release -p autorefresh-bench -- chart results.jsonl perf.svg  # the chart
 //! ```
 //!
@@ -20,6 +22,7 @@
 mod chart;
 mod common;
 mod figures;
+mod replicas;
 mod scenarios;
 
 use std::io::Write;
@@ -33,7 +36,7 @@ use crate::figures::{human, Reference};
 type Scenario = fn(&Runtime, Scale, &mut Report);
 
 /// Every scenario: its id on the command line, its name, and one run of it.
-const SCENARIOS: [(&str, &str, Scenario); 11] = [
+const SCENARIOS: [(&str, &str, Scenario); 13] = [
     ("s1", "get_hit", scenarios::s1),
     ("s2", "refresh_sweep", scenarios::s2),
     ("s3", "default_limiter", scenarios::s3),
@@ -45,18 +48,24 @@ const SCENARIOS: [(&str, &str, Scenario); 11] = [
     ("s9", "get_under_refresh", scenarios::s9),
     ("s10", "scale", scenarios::s10),
     ("s11", "adaptive", scenarios::s11),
+    ("r1", "get_hit_replicas", replicas::r1),
+    ("r2", "refresh_sweep_replicas", replicas::r2),
 ];
 
-/// How many of [`SCENARIOS`] `all` runs: S1–S10; S11 (12 s a run) only when named.
+/// How many of [`SCENARIOS`] `all` runs: S1–S10; S11 (12 s a run), R1 and R2 (a Redis server
+/// and three replicas; R2 takes minutes a run) only when named.
 const ALL: usize = 10;
 
 const USAGE: &str = "\
-usage: autorefresh-bench [all | s1 .. s11]... [--quick] [--runs N]
+usage: autorefresh-bench [all | s1 .. s11 | r1 | r2]... [--quick] [--runs N]
        autorefresh-bench chart RESULTS.jsonl OUT.svg
 
   all       every scenario (the default)
   s1..s10   the scenarios of BENCHMARKS.md, in the order given
   s11       adaptive refresh: sync calls saved and staleness added (not part of `all`)
+  r1, r2    S1 and S2 with three replicas sharing items and the refresh through a
+            redis-server the run starts itself (skipped, saying so, when none can be);
+            not part of `all`. AUTOREFRESH_BENCH_R2_N=100000 limits r2 to the sizes given
   --quick   sizes and durations ~10x smaller: a smoke run (also AUTOREFRESH_BENCH_QUICK=1)
   --runs N  runs per scenario (default 3); the median, min and max are reported
 

@@ -41,20 +41,23 @@ fn millis(d: Option<Duration>) -> f64 {
 
 /// How items are split into batches.
 #[derive(Clone, Copy, Debug)]
-enum Batching {
+pub(crate) enum Batching {
     Single,
     Fixed(usize),
 }
 
 impl Batching {
-    fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         match self {
             Self::Single => "single".to_owned(),
             Self::Fixed(n) => format!("batch{n}"),
         }
     }
 
-    fn apply(self, b: AutoRefreshBuilder<String, Job>) -> AutoRefreshBuilder<String, Job> {
+    pub(crate) fn apply(
+        self,
+        b: AutoRefreshBuilder<String, Job>,
+    ) -> AutoRefreshBuilder<String, Job> {
         match self {
             Self::Single => b, // the default batcher
             Self::Fixed(n) => {
