@@ -214,14 +214,21 @@ where
 
     /// Replaces the item of `entry` (stored under `id`) and tells subscribers; returns
     /// whether it did (not if the entry was removed meanwhile).
-    pub(crate) fn replace(&self, id: &K, entry: &EntryHandle<V>, item: V) -> bool {
+    /// `report` sees the new item before any other change to the entry can land.
+    pub(crate) fn replace(
+        &self,
+        id: &K,
+        entry: &EntryHandle<V>,
+        item: V,
+        report: impl FnOnce(&V),
+    ) -> bool {
         let broadcast = self.notifier.broadcasting().then(|| item.clone());
         if self.terminal_ttl.is_some() && item.is_terminal() {
             // Its terminal clock starts now; set before the item, so a sweep never sees the
             // terminal item with an older time.
             entry.set_refreshed_at(self.ticks());
         }
-        if !entry.replace(item) {
+        if !entry.replace_and_report(item, report) {
             return false;
         }
         if self.notifier.watching() {
@@ -472,15 +479,13 @@ where
     /// [`updates`](Self::updates) are sent the new item.
     pub fn update(&self, id: &K, item: V) -> bool {
         let Some(entry) = self.shared.store.get(id) else { return false };
-        let Some(cluster) = &self.shared.cluster else {
-            return self.shared.replace(id, &entry, item);
-        };
-        let shared = item.clone();
-        let replaced = self.shared.replace(id, &entry, item);
-        if replaced {
-            cluster.updated(id, &shared);
-        }
-        replaced
+        // Told under the entry's lock, so the cluster sees this instance's changes to an id
+        // in the order they were made.
+        self.shared.replace(id, &entry, item, |item| {
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.updated(id, item);
+            }
+        })
     }
 
     /// A receiver of the item under `id`: it holds the current item, and is sent every new one
@@ -648,10 +653,12 @@ where
     /// With a [cluster](AutoRefreshBuilder::cluster), the delete reaches every instance, also
     /// when this one's store no longer held the item.
     pub fn delete(&self, id: &K) {
-        self.shared.remove(id);
+        // Told first: a change of another instance arriving between the two is then held
+        // back by the cluster behind this delete, instead of bringing the item back here.
         if let Some(cluster) = &self.shared.cluster {
             cluster.deleted(id);
         }
+        self.shared.remove(id);
     }
 
     /// Queues the item under `id` for deletion at the next sweep (Go: `DeleteDelayed`).
