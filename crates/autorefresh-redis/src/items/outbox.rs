@@ -62,17 +62,25 @@ impl Op {
             // Refreshes keep the oldest base: the chain of items derives from it.
             (Refresh(base), Refresh(_)) => Refresh(base),
             (Create, _) | (_, Create) => Create,
-            // A change made here after the data loss outranks the copies written back.
-            (Reseed | Restore, _) | (_, Restore) => Restore,
-            (Update | Refresh(_), Update | Refresh(_) | Reseed) => Update,
+            // A caller's change made here across the data loss outranks the copies written
+            // back.
+            (Restore, _) | (_, Restore) | (Reseed, Update) | (Update, Reseed) => Restore,
+            // A refresh's result is not the caller's: after a data loss it is only written
+            // back where absent (another replica's caller update wins; the next sync
+            // brings the external state again).
+            (Reseed, Refresh(_) | Reseed) | (Refresh(_), Reseed) => Reseed,
+            (Update | Refresh(_), Update | Refresh(_)) => Update,
         };
         Op { kind, ..newer }
     }
 
-    /// After Redis lost its data, a write that needs the id to exist becomes a restore.
+    /// After Redis lost its data, a caller's update becomes a restore (it outranks the
+    /// copies other replicas write back), and a refresh a write-back (it does not: a
+    /// refresh made from a copy older than another replica's update must not undo it).
     pub(super) fn reseeded(self) -> Op {
         match self.kind {
-            Kind::Update | Kind::Refresh(_) => Op { kind: Kind::Restore, ..self },
+            Kind::Update => Op { kind: Kind::Restore, ..self },
+            Kind::Refresh(_) => Op { kind: Kind::Reseed, ..self },
             _ => self,
         }
     }
@@ -232,7 +240,8 @@ mod tests {
         assert_eq!(merged(Refresh(Some(4)), Update), op(Update, "new"));
         assert_eq!(merged(Refresh(Some(4)), Refresh(Some(9))), op(Refresh(Some(4)), "new"));
         assert_eq!(merged(Put, Refresh(None)), op(Put, "new"));
-        assert_eq!(merged(Reseed, Refresh(None)), op(Restore, "new"));
+        assert_eq!(merged(Reseed, Refresh(None)), op(Reseed, "new"));
+        assert_eq!(merged(Reseed, Update), op(Restore, "new"));
         assert_eq!(merged(Restore, Update), op(Restore, "new"));
         assert_eq!(merged(Reseed, Delete), op(Delete, "new"));
     }
@@ -267,7 +276,12 @@ mod tests {
         assert_eq!(outbox.take(10), [("a", op(Kind::Create, "2"))]);
         outbox.settle(&"a");
         outbox.push("a", op(Kind::Refresh(Some(3)), "3"));
+        outbox.push("b", op(Kind::Update, "4"));
         outbox.reseed();
-        assert_eq!(outbox.take(10), [("a", op(Kind::Restore, "3"))]);
+        assert_eq!(
+            outbox.take(10),
+            [("a", op(Kind::Reseed, "3")), ("b", op(Kind::Restore, "4"))],
+            "a refresh is written back only where absent; a caller's update is restored"
+        );
     }
 }
