@@ -98,7 +98,7 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> RedisCluster<K, V, C> {
         let codec = Arc::new(codec);
         let owned = Arc::new(OwnedShards::new(link.config.shards));
         let leases = Leases::new(Arc::clone(&link), Arc::clone(&owned));
-        let items = Items::new(Arc::clone(&link), Arc::clone(&codec), Arc::clone(&owned));
+        let items = Items::new(Arc::clone(&link), Arc::clone(&codec));
         Ok(Self { inner: Arc::new(Inner { link, codec, owned, leases, items }) })
     }
 

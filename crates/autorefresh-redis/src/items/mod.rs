@@ -36,7 +36,7 @@ use crate::cluster::{ClusterItem, ClusterKey};
 use crate::codec::Codec;
 use crate::error::RedisClusterError;
 use crate::link::Link;
-use crate::shard::{shard_of, OwnedShards};
+use crate::shard::shard_of;
 
 /// The most writes sent in one script call: large enough to amortize the round trip, small
 /// enough not to stall Redis.
@@ -51,8 +51,6 @@ type Map<K, T> = HashMap<K, T, foldhash::fast::RandomState>;
 pub(crate) struct Items<K, V, C> {
     link: Arc<Link>,
     codec: Arc<C>,
-    /// Not consulted yet: every event is applied whichever replica refreshes the item.
-    _owned: Arc<OwnedShards>,
     state: Mutex<State<K, V>>,
     /// Wakes the writer when the outbox gains a write.
     wake: Notify,
@@ -107,11 +105,10 @@ struct Batch<K> {
 }
 
 impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
-    pub(crate) fn new(link: Arc<Link>, codec: Arc<C>, owned: Arc<OwnedShards>) -> Self {
+    pub(crate) fn new(link: Arc<Link>, codec: Arc<C>) -> Self {
         Self {
             link,
             codec,
-            _owned: owned,
             state: Mutex::new(State {
                 mirror: Map::default(),
                 tombs: Map::default(),

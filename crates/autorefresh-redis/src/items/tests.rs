@@ -14,7 +14,6 @@ use super::Items;
 use crate::codec::Postcard;
 use crate::config::RedisConfig;
 use crate::link::Link;
-use crate::shard::OwnedShards;
 use crate::testing::RedisServer;
 
 /// The local store of a replica: what the cache would hold.
@@ -64,8 +63,7 @@ impl Replica {
             ..RedisConfig::new(server.url())
         };
         let link = Arc::new(Link::connect("items-test", config).await.unwrap());
-        let owned = Arc::new(OwnedShards::new(link.config.shards));
-        let items = Arc::new(Items::new(link, Arc::new(Postcard), owned));
+        let items = Arc::new(Items::new(link, Arc::new(Postcard)));
         let (acquired, _) = mpsc::unbounded_channel();
         let mut replica = Self { items, store: Arc::default(), running: None, _acquired: acquired };
         replica.resume();
