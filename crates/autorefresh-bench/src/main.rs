@@ -65,7 +65,8 @@ usage: autorefresh-bench [all | s1 .. s11 | r1 | r2]... [--quick] [--runs N]
   s11       adaptive refresh: sync calls saved and staleness added (not part of `all`)
   r1, r2    S1 and S2 with three replicas sharing items and the refresh through a
             redis-server the run starts itself (skipped, saying so, when none can be);
-            not part of `all`. AUTOREFRESH_BENCH_R2_N=100000 limits r2 to the sizes given
+            not part of `all`. r2 runs N = 100k; AUTOREFRESH_BENCH_R2_N=100000,1000000
+            runs the sizes given
   --quick   sizes and durations ~10x smaller: a smoke run (also AUTOREFRESH_BENCH_QUICK=1)
   --runs N  runs per scenario (default 3); the median, min and max are reported
 

@@ -26,9 +26,8 @@ use crate::scenarios::Batching;
 const REPLICAS: usize = 3;
 /// The default: 21, 21 and 22 shards over three replicas.
 const SHARDS: u16 = 64;
-/// How long setting up may take (creating 1M items through Redis, say) before the run gives
-/// up on it.
-const SETUP_LIMIT: Duration = Duration::from_secs(600);
+/// How long creating the items through the cluster may take before the run gives up on it.
+const SETUP_LIMIT: Duration = Duration::from_secs(120);
 
 /// A sync that is held until the gate opens, so every replica's first sweep queues its whole
 /// share before the clock starts.
@@ -381,7 +380,9 @@ pub(crate) fn r2(_rt: &Runtime, scale: Scale, report: &mut Report) {
     let limit = window * 6;
     let sizes = match std::env::var("AUTOREFRESH_BENCH_R2_N") {
         Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
-        Err(_) => vec![scale.n(100_000), scale.n(1_000_000)],
+        // 1M only when asked for: on this 2-core machine it did not finish in 8 minutes (the
+        // replicas, starved, lose their 1 s leases while the items are created).
+        Err(_) => vec![scale.n(100_000)],
     };
     for n in sizes {
         for batching in [Batching::Single, Batching::Fixed(100)] {
