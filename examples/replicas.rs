@@ -91,6 +91,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..JOBS {
         replicas[0].0.get_or_create(format!("job-{i}"), Job { polls: 0 })?;
     }
+    // The replicas joined one after the other: wait until the shards are divided fairly
+    // (64 shards: 21 or 22 each) and one full period more.
+    for _ in 0..100 {
+        let owned: Vec<usize> = replicas.iter().map(|r| r.1.owned_shards().len()).collect();
+        if owned.iter().sum::<usize>() == 64 && owned.iter().all(|&n| n >= 21) {
+            break;
+        }
+        tokio::time::sleep(PERIOD / 10).await;
+    }
     tokio::time::sleep(PERIOD * 2).await;
     println!("every replica holds {} jobs", replicas.iter().map(|r| r.0.len()).min().unwrap_or(0));
 
