@@ -366,8 +366,9 @@ where
     }
 
     /// Records how each id of a finished batch ended. Returns the ids that were removed from
-    /// the cache while in flight, whose limiter state the caller must drop (again: a failure
-    /// may have recorded one after the removal forgot it).
+    /// the cache while in flight, or that failed after the queue closed, whose limiter state
+    /// the caller must drop (again: a failure may have recorded one after the removal forgot
+    /// it).
     pub(crate) fn finish(&self, outcomes: impl IntoIterator<Item = (K, Outcome)>) -> Vec<K> {
         let mut removed_in_flight = Vec::new();
         let now = Instant::now();
@@ -376,6 +377,11 @@ where
         let earliest = state.delayed.first_key_value().map(|(key, _)| key.0);
         for (id, outcome) in outcomes {
             let Some(queued) = state.entries.get_mut(&id) else {
+                // No longer tracked (the queue closed at shutdown while this batch finished):
+                // a retry's backoff was recorded with nobody left to forget it.
+                if matches!(outcome, Outcome::Retry(_)) {
+                    removed_in_flight.push(id);
+                }
                 continue;
             };
             let Slot::Running { again, removed } = queued.slot else {
@@ -643,6 +649,19 @@ mod tests {
         assert_eq!(ids(&queue.pop_batch().unwrap().items), ["b"]);
         assert!(queue.pop_batch().is_none());
         assert_eq!(queue.stats().tracked, 2, "c was left out: it waits for the next sweep");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_finishing_after_close_is_returned_for_its_limiter_state() {
+        let queue = queue();
+        queue.add("a", EntryHandle::new(1));
+        queue.add("b", EntryHandle::new(2));
+        batch_all(&queue);
+        queue.pop_batch().unwrap();
+        queue.close(); // shutdown while the batch was in flight
+        let forget =
+            queue.finish([("a", Outcome::Retry(Duration::from_secs(1))), ("b", Outcome::Done)]);
+        assert_eq!(forget, ["a"], "the retry's backoff must be forgotten; a success has none");
     }
 
     #[tokio::test(start_paused = true)]
