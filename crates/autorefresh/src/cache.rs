@@ -9,6 +9,7 @@ use std::time::Duration;
 use autorefresh_core::{
     Cluster, CreateBatchesFunc, EntryHandle, Error, GetOrInsert, Item, Metrics, RateLimiter, Store,
 };
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -358,7 +359,15 @@ where
             let local = Arc::new(Replica::new(Arc::clone(&self.shared)));
             let cluster = Arc::clone(cluster);
             let shutdown = Box::pin(cancel.clone().cancelled_owned());
-            tracker.spawn_on(async move { cluster.run(local, shutdown).await }, &runtime);
+            let name = self.shared.name.clone();
+            let run = async move {
+                let run = std::panic::AssertUnwindSafe(cluster.run(local, shutdown));
+                if run.catch_unwind().await.is_err() {
+                    // The cache goes on alone: reads and this instance's refresh still work.
+                    tracing::error!(cache = %name, "the cluster's task panicked; changes are no longer shared");
+                }
+            };
+            tracker.spawn_on(run, &runtime);
         }
         if let Some(removals) = &self.shared.removals {
             removals.spawn(&self.shared.name, &tracker, engine, cancel.clone(), &runtime);
