@@ -22,9 +22,11 @@ pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// Where a cache's items live besides its own store, shared with its other instances.
 ///
 /// The cache calls the notification methods (`created`, `updated`, `refreshed`, `deleted`)
-/// right after the local change, from whatever thread made it, and never waits on the
-/// cluster: they must not block (queue the write and send it from [`run`](Self::run)).
-/// Changes applied through the [`LocalReplica`] given to `run` are never reported back.
+/// right after the local change (`deleted` right before it), from whatever thread made it,
+/// and never waits on the cluster: they must not block (queue the write and send it from
+/// [`run`](Self::run)). The cache never calls them while it holds a lock of its own, so a
+/// cluster may call the [`LocalReplica`] while holding its locks. Changes applied through the
+/// `LocalReplica` are never reported back.
 ///
 /// # Examples
 ///

@@ -166,23 +166,6 @@ impl<V> EntryHandle<V> {
 
     /// Replaces the value (a caller's update) unless the entry was removed; bumps the version.
     pub fn replace(&self, item: V) -> bool {
-        self.replace_and_report(item, |_| {})
-    }
-
-    /// [`replace`](Self::replace), then `report(&item)` if it replaced, before any other
-    /// change to the entry can land: for a caller that must tell someone else of its
-    /// changes in the order they were made (a cluster). Readers of this entry wait for
-    /// `report`, so it must be quick and must not touch the entry.
-    ///
-    /// ```
-    /// use autorefresh_core::EntryHandle;
-    ///
-    /// let entry = EntryHandle::new(1_u32);
-    /// let mut sent = Vec::new();
-    /// assert!(entry.replace_and_report(2, |item| sent.push(*item)));
-    /// assert_eq!(sent, [2]);
-    /// ```
-    pub fn replace_and_report(&self, item: V, report: impl FnOnce(&V)) -> bool {
         let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
         if cell.state == EntryState::Removed {
             return false;
@@ -190,7 +173,6 @@ impl<V> EntryHandle<V> {
         cell.item = item;
         cell.version += 1;
         cell.unchanged = 0;
-        report(&cell.item);
         true
     }
 
@@ -214,35 +196,10 @@ impl<V> EntryHandle<V> {
     /// whether it did. It also keeps the [`unchanged_streak`](Self::unchanged_streak): one
     /// more without an item, reset to 0 with one.
     pub fn apply_refresh(&self, version: EntryVersion, item: Option<V>, ticks: u64) -> bool {
-        self.apply_refresh_and_report(version, item, ticks, |_| {})
-    }
-
-    /// [`apply_refresh`](Self::apply_refresh), then `report(&item)` if it stored an item,
-    /// before any other change to the entry can land (see
-    /// [`replace_and_report`](Self::replace_and_report)).
-    ///
-    /// ```
-    /// use autorefresh_core::EntryHandle;
-    ///
-    /// let entry = EntryHandle::new(1_u32);
-    /// let version = entry.snapshot().version;
-    /// let mut sent = Vec::new();
-    /// assert!(entry.apply_refresh_and_report(version, Some(2), 1, |item| sent.push(*item)));
-    /// assert!(!entry.apply_refresh_and_report(version, Some(3), 2, |item| sent.push(*item)));
-    /// assert_eq!(sent, [2], "a stale refresh is neither stored nor reported");
-    /// ```
-    pub fn apply_refresh_and_report(
-        &self,
-        version: EntryVersion,
-        item: Option<V>,
-        ticks: u64,
-        report: impl FnOnce(&V),
-    ) -> bool {
         let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
         if cell.state != EntryState::Live || cell.version != version.0 {
             return false;
         }
-        let changed = item.is_some();
         if let Some(item) = item {
             cell.item = item;
             cell.version += 1;
@@ -251,9 +208,6 @@ impl<V> EntryHandle<V> {
             cell.unchanged = cell.unchanged.saturating_add(1);
         }
         cell.refreshed_at = cell.refreshed_at.max(ticks);
-        if changed {
-            report(&cell.item);
-        }
         true
     }
 

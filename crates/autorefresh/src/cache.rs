@@ -215,21 +215,14 @@ where
 
     /// Replaces the item of `entry` (stored under `id`) and tells subscribers; returns
     /// whether it did (not if the entry was removed meanwhile).
-    /// `report` sees the new item before any other change to the entry can land.
-    pub(crate) fn replace(
-        &self,
-        id: &K,
-        entry: &EntryHandle<V>,
-        item: V,
-        report: impl FnOnce(&V),
-    ) -> bool {
+    pub(crate) fn replace(&self, id: &K, entry: &EntryHandle<V>, item: V) -> bool {
         let broadcast = self.notifier.broadcasting().then(|| item.clone());
         if self.terminal_ttl.is_some() && item.is_terminal() {
             // Its terminal clock starts now; set before the item, so a sweep never sees the
             // terminal item with an older time.
             entry.set_refreshed_at(self.ticks());
         }
-        if !entry.replace_and_report(item, report) {
+        if !entry.replace(item) {
             return false;
         }
         if self.notifier.watching() {
@@ -488,13 +481,18 @@ where
     /// [`updates`](Self::updates) are sent the new item.
     pub fn update(&self, id: &K, item: V) -> bool {
         let Some(entry) = self.shared.store.get(id) else { return false };
-        // Told under the entry's lock, so the cluster sees this instance's changes to an id
-        // in the order they were made.
-        self.shared.replace(id, &entry, item, |item| {
-            if let Some(cluster) = &self.shared.cluster {
-                cluster.updated(id, item);
-            }
-        })
+        let Some(cluster) = &self.shared.cluster else {
+            return self.shared.replace(id, &entry, item);
+        };
+        // Told after the entry's lock is released: a cluster applies other instances' changes
+        // under its own lock and then takes entries' locks, so it must never be called under
+        // one (the two orders would deadlock).
+        let shared = item.clone();
+        let replaced = self.shared.replace(id, &entry, item);
+        if replaced {
+            cluster.updated(id, &shared);
+        }
+        replaced
     }
 
     /// A receiver of the item under `id`: it holds the current item, and is sent every new one

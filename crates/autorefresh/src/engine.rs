@@ -468,23 +468,16 @@ fn apply<K, V>(
             Change::Update(item) => {
                 let broadcast = (*broadcasting.get_or_insert_with(|| notifier.broadcasting()))
                     .then(|| item.clone());
-                // Told under the entry's lock, in the order of this instance's changes.
-                let applied = target.entry.apply_refresh_and_report(
-                    target.version,
-                    Some(item),
-                    now,
-                    |item| {
-                        if let Some(cluster) = &shared.cluster {
-                            cluster.refreshed(&target.id, item);
-                        }
-                    },
-                );
-                if applied {
+                let shared_item = shared.cluster.as_ref().map(|cluster| (cluster, item.clone()));
+                if target.entry.apply_refresh(target.version, Some(item), now) {
                     if notifier.watching() {
                         notifier.changed(&target.id, &target.entry);
                     }
                     if let Some(item) = broadcast {
                         notifier.broadcast(target.id.clone(), item);
+                    }
+                    if let Some((cluster, item)) = shared_item {
+                        cluster.refreshed(&target.id, &item);
                     }
                 }
             }

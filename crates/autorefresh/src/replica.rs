@@ -34,14 +34,14 @@ where
     fn upsert(&self, id: K, item: V) {
         match self.shared.store.get(&id) {
             Some(entry) => {
-                self.shared.replace(&id, &entry, item, |_| {});
+                self.shared.replace(&id, &entry, item);
             }
             None => {
                 match self.shared.insert(id.clone(), item.clone()) {
                     GetOrInsert::Inserted(entry) => self.shared.queue_created(&id, &entry),
                     // Created here between the lookup and the insert: the cluster's item wins.
                     GetOrInsert::Existing(entry) => {
-                        self.shared.replace(&id, &entry, item, |_| {});
+                        self.shared.replace(&id, &entry, item);
                     }
                 }
             }

@@ -749,3 +749,113 @@ async fn a_sync_delete_that_lost_to_a_remote_upsert_does_not_remove_it() {
     assert_eq!(cluster.told(), vec![Told::Created(2, job(0))]);
     running.shutdown().await;
 }
+
+/// A cluster built like the Redis one: notifications take its lock, and its task applies
+/// other instances' changes while holding that lock. The cache must never notify it while
+/// holding an entry's lock, or the two would deadlock.
+struct LockingCluster {
+    /// Counts the notifications.
+    lock: Arc<parking_lot::Mutex<u64>>,
+}
+
+#[async_trait]
+impl Cluster<u64, Job> for LockingCluster {
+    fn refreshes(&self, _id: &u64) -> bool {
+        true
+    }
+    fn created(&self, _id: &u64, _item: &Job) {
+        *self.lock.lock() += 1;
+    }
+    fn updated(&self, _id: &u64, _item: &Job) {
+        *self.lock.lock() += 1;
+    }
+    fn refreshed(&self, _id: &u64, _item: &Job) {
+        *self.lock.lock() += 1;
+    }
+    fn deleted(&self, _id: &u64) {
+        *self.lock.lock() += 1;
+    }
+    async fn fetch(&self, _id: &u64) -> Result<Option<Job>, ClusterError> {
+        Ok(None)
+    }
+    async fn run(&self, local: Arc<dyn LocalReplica<u64, Job>>, shutdown: Shutdown) {
+        let apply = async {
+            for step in 0.. {
+                {
+                    let _held = self.lock.lock();
+                    local.upsert(step % 8, job(u32::try_from(step % 1000).unwrap_or(0)));
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            () = apply => {}
+            () = shutdown => {}
+        }
+    }
+}
+
+#[test]
+fn notifications_never_come_under_an_entry_lock_so_a_locking_cluster_cannot_deadlock() {
+    // On a runtime of its own, so a deadlock (which blocks the runtime's threads) fails the
+    // test instead of hanging it. The wait is a guard, not a timing assertion.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let told = runtime.block_on(callers_and_a_locking_cluster());
+        let _ = done.send(told);
+    });
+    match finished.recv_timeout(Duration::from_secs(120)) {
+        Ok(told) => assert!(told > 20_000, "the cluster was told of the changes: {told}"),
+        Err(_) => panic!("callers and the cluster's task deadlocked"),
+    }
+}
+
+/// Two callers create, update and delete 8 ids 20 000 times each while the cache syncs them
+/// every millisecond and a [`LockingCluster`] upserts them; returns how many notifications
+/// the cluster had.
+async fn callers_and_a_locking_cluster() -> u64 {
+    let told = Arc::new(parking_lot::Mutex::new(0));
+    let cache = AutoRefresh::<u64, Job>::builder(NAME)
+        .sync(|batch: Batch<u64, Job>| async move {
+            Ok(batch
+                .into_iter()
+                .map(|w| {
+                    let (id, item) = w.into_parts();
+                    ItemSyncResponse { id, item: job(item.step + 1), action: SyncAction::Update }
+                })
+                .collect())
+        })
+        .resync_period(Duration::from_millis(1))
+        .parallelism(4)
+        .cluster(LockingCluster { lock: Arc::clone(&told) })
+        .build()
+        .unwrap();
+    let running = cache.start(CancellationToken::new()).unwrap();
+    let callers: Vec<_> = (0..2)
+        .map(|caller| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for step in 0..20_000_u32 {
+                    let id = u64::from(step % 8);
+                    cache.get_or_create(id, job(0)).unwrap();
+                    cache.update(&id, job(step));
+                    if step % 100 == caller {
+                        cache.delete(&id);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    running.shutdown().await;
+    let told = *told.lock();
+    told
+}
