@@ -43,6 +43,33 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> ClusterIte
 /// member of the cluster.
 ///
 /// See `docs/scale-out.md` for the data model and the guarantees.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use autorefresh_core::Cluster;
+/// use autorefresh_redis::{RedisCluster, RedisConfig};
+///
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Job { done: bool }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), autorefresh_redis::RedisClusterError> {
+/// // The same settings on every replica of the "jobs" cache.
+/// let config = RedisConfig {
+///     lease_ttl: Duration::from_secs(30), // at most the cache's resync period
+///     ..RedisConfig::new("redis://redis.internal:6379")
+/// };
+/// let cluster: RedisCluster<String, Job> = RedisCluster::connect("jobs", config).await?;
+/// // Give `cluster.clone()` to the cache: AutoRefresh::builder("jobs").cluster(...).
+/// // Once the cache runs, this replica holds its share of the shards:
+/// println!("member {} holds shards {:?}", cluster.member_id(), cluster.owned_shards());
+/// let mine = cluster.refreshes(&"job-7".to_owned());
+/// # let _ = mine;
+/// # Ok(())
+/// # }
+/// ```
 pub struct RedisCluster<K, V, C = Postcard> {
     inner: Arc<Inner<K, V, C>>,
 }
