@@ -1,7 +1,8 @@
 //! The shared cell a store keeps for each id.
 
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The version of an entry's value: bumped by every replacement.
 ///
@@ -21,6 +22,107 @@ pub enum EntryState {
     DeletePending,
     /// No longer in the store (deleted or evicted): nothing written to it is ever readable.
     Removed,
+}
+
+/// Where an entry is in the cache engine's work queue (see [`QueueState`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QueueSlot {
+    /// Not queued: not due, nor in flight, nor waiting for a retry.
+    #[default]
+    Idle,
+    /// Due: waiting in the queue for a worker.
+    Queued,
+    /// In a worker's batch in flight. `again` if it became due meanwhile: it is queued once
+    /// more when that batch ends, unless it was `removed` from the store meanwhile.
+    Running {
+        /// Whether it became due while in flight.
+        again: bool,
+        /// Whether it left the store while in flight: it leaves the queue when its batch ends.
+        removed: bool,
+    },
+    /// Waiting for a retry deadline. `ticket` names the engine's record of that deadline
+    /// (below [`QueueState::TICKET_LIMIT`]).
+    Delayed {
+        /// The engine's name for the retry record.
+        ticket: u64,
+    },
+}
+
+/// The cache engine's queue bookkeeping for one entry, kept in the entry itself so that the
+/// engine hands entries from the sweep to the workers without a map keyed by id.
+///
+/// It lives in one atomic word beside the entry's lock (as tokio keeps a task's state): read it
+/// with [`EntryHandle::queue_state`] and change it with [`EntryHandle::update_queue_state`],
+/// a compare-and-swap loop. Stores and readers never need it.
+///
+/// ```
+/// use autorefresh_core::{EntryHandle, QueueSlot, QueueState};
+///
+/// let entry = EntryHandle::new(1_u32);
+/// assert_eq!(entry.queue_state(), QueueState::default()); // idle, no backoff
+/// let claimed = entry.update_queue_state(|state| {
+///     (state.slot == QueueSlot::Idle).then_some(QueueState { slot: QueueSlot::Queued, ..state })
+/// });
+/// assert!(claimed.is_ok(), "claimed once");
+/// assert!(entry.update_queue_state(|s| (s.slot == QueueSlot::Idle).then_some(s)).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct QueueState {
+    /// Where the entry is in the queue.
+    pub slot: QueueSlot,
+    /// Whether the rate limiter was asked for a backoff for this entry since it last forgot
+    /// it (so a success has limiter state to drop).
+    pub backed_off: bool,
+}
+
+impl QueueState {
+    /// Tickets of [`QueueSlot::Delayed`] are kept modulo this (56 bits).
+    pub const TICKET_LIMIT: u64 = 1 << 56;
+
+    const TAG: u64 = 0b11;
+    const QUEUED: u64 = 1;
+    const RUNNING: u64 = 2;
+    const DELAYED: u64 = 3;
+    const AGAIN: u64 = 1 << 2;
+    const BACKED_OFF: u64 = 1 << 3;
+    const REMOVED: u64 = 1 << 4;
+    const TICKET_SHIFT: u32 = 8;
+
+    fn encode(self) -> u64 {
+        let slot = match self.slot {
+            QueueSlot::Idle => 0,
+            QueueSlot::Queued => Self::QUEUED,
+            QueueSlot::Running { again, removed } => {
+                Self::RUNNING
+                    | if again { Self::AGAIN } else { 0 }
+                    | if removed { Self::REMOVED } else { 0 }
+            }
+            QueueSlot::Delayed { ticket } => {
+                Self::DELAYED | (ticket % Self::TICKET_LIMIT) << Self::TICKET_SHIFT
+            }
+        };
+        slot | if self.backed_off { Self::BACKED_OFF } else { 0 }
+    }
+
+    fn decode(word: u64) -> Self {
+        let slot = match word & Self::TAG {
+            0 => QueueSlot::Idle,
+            Self::QUEUED => QueueSlot::Queued,
+            Self::RUNNING => QueueSlot::Running {
+                again: word & Self::AGAIN != 0,
+                removed: word & Self::REMOVED != 0,
+            },
+            _ => QueueSlot::Delayed { ticket: word >> Self::TICKET_SHIFT },
+        };
+        Self { slot, backed_off: word & Self::BACKED_OFF != 0 }
+    }
+}
+
+/// What the `Arc` of an [`EntryHandle`] holds.
+struct Shared<V> {
+    /// The [`QueueState`], encoded.
+    queue: AtomicU64,
+    cell: RwLock<Cell<V>>,
 }
 
 struct Cell<V> {
@@ -76,21 +178,22 @@ pub struct EntrySnapshot<V> {
 /// assert!(!entry.replace(4));
 /// ```
 pub struct EntryHandle<V> {
-    cell: Arc<RwLock<Cell<V>>>,
+    shared: Arc<Shared<V>>,
 }
 
 impl<V> Clone for EntryHandle<V> {
     fn clone(&self) -> Self {
-        Self { cell: Arc::clone(&self.cell) }
+        Self { shared: Arc::clone(&self.shared) }
     }
 }
 
 impl<V> fmt::Debug for EntryHandle<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        let cell = self.read();
         f.debug_struct("EntryHandle")
             .field("version", &cell.version)
             .field("state", &cell.state)
+            .field("queue", &self.queue_state())
             .finish_non_exhaustive()
     }
 }
@@ -100,19 +203,49 @@ impl<V> EntryHandle<V> {
     pub fn new(item: V) -> Self {
         let cell =
             Cell { item, version: 0, state: EntryState::Live, refreshed_at: 0, unchanged: 0 };
-        Self { cell: Arc::new(RwLock::new(cell)) }
+        Self { shared: Arc::new(Shared { queue: AtomicU64::new(0), cell: RwLock::new(cell) }) }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Cell<V>> {
+        self.shared.cell.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Cell<V>> {
+        self.shared.cell.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The entry's [`QueueState`]: engine bookkeeping, read without the entry's lock.
+    pub fn queue_state(&self) -> QueueState {
+        QueueState::decode(self.shared.queue.load(Ordering::Acquire))
+    }
+
+    /// Changes the entry's [`QueueState`] atomically: calls `f` with the current state until
+    /// it either declines (`None`: returns `Err` with the state it saw) or its answer is stored
+    /// before anyone else changed the state (returns `Ok` with the state it replaced). `f` may
+    /// run more than once, and must not call back into this entry's queue state.
+    pub fn update_queue_state(
+        &self,
+        mut f: impl FnMut(QueueState) -> Option<QueueState>,
+    ) -> Result<QueueState, QueueState> {
+        self.shared
+            .queue
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                f(QueueState::decode(word)).map(QueueState::encode)
+            })
+            .map(QueueState::decode)
+            .map_err(QueueState::decode)
     }
 
     /// Runs `f` on the current value without cloning it. `f` must not call back into this
     /// entry (the entry is read-locked while it runs).
     pub fn with<R>(&self, f: impl FnOnce(&V) -> R) -> R {
-        f(&self.cell.read().unwrap_or_else(PoisonError::into_inner).item)
+        f(&self.read().item)
     }
 
     /// Runs `f` on the current value, its state and its refresh time, read at once without
     /// cloning the value. `f` must not call back into this entry.
     pub fn inspect<R>(&self, f: impl FnOnce(&V, EntryState, u64) -> R) -> R {
-        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        let cell = self.read();
         f(&cell.item, cell.state, cell.refreshed_at)
     }
 
@@ -132,7 +265,7 @@ impl<V> EntryHandle<V> {
     /// assert_eq!(seen, (6, EntryState::Live, 5, 1));
     /// ```
     pub fn inspect_streak<R>(&self, f: impl FnOnce(&V, EntryState, u64, u8) -> R) -> R {
-        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        let cell = self.read();
         f(&cell.item, cell.state, cell.refreshed_at, cell.unchanged)
     }
 
@@ -156,17 +289,17 @@ impl<V> EntryHandle<V> {
     /// assert_eq!(entry.unchanged_streak(), 0);
     /// ```
     pub fn unchanged_streak(&self) -> u8 {
-        self.cell.read().unwrap_or_else(PoisonError::into_inner).unchanged
+        self.read().unchanged
     }
 
     /// Where the entry is in its life.
     pub fn state(&self) -> EntryState {
-        self.cell.read().unwrap_or_else(PoisonError::into_inner).state
+        self.read().state
     }
 
     /// Replaces the value (a caller's update) unless the entry was removed; bumps the version.
     pub fn replace(&self, item: V) -> bool {
-        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        let mut cell = self.write();
         if cell.state == EntryState::Removed {
             return false;
         }
@@ -180,7 +313,7 @@ impl<V> EntryHandle<V> {
     /// delete, whose item stays as it was) and still has `version` (a refresh's result);
     /// bumps the version.
     pub fn replace_if_version(&self, version: EntryVersion, item: V) -> bool {
-        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        let mut cell = self.write();
         if cell.state != EntryState::Live || cell.version != version.0 {
             return false;
         }
@@ -196,7 +329,7 @@ impl<V> EntryHandle<V> {
     /// whether it did. It also keeps the [`unchanged_streak`](Self::unchanged_streak): one
     /// more without an item, reset to 0 with one.
     pub fn apply_refresh(&self, version: EntryVersion, item: Option<V>, ticks: u64) -> bool {
-        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        let mut cell = self.write();
         if cell.state != EntryState::Live || cell.version != version.0 {
             return false;
         }
@@ -214,7 +347,7 @@ impl<V> EntryHandle<V> {
     /// Marks a live entry pending a delayed delete; returns whether it was live (`false` if it
     /// was already pending or removed).
     pub fn mark_delete_pending(&self) -> bool {
-        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        let mut cell = self.write();
         if cell.state != EntryState::Live {
             return false;
         }
@@ -237,7 +370,7 @@ impl<V> EntryHandle<V> {
     /// assert_eq!(entry.state(), EntryState::Removed);
     /// ```
     pub fn mark_removed_if_version(&self, version: EntryVersion) -> bool {
-        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        let mut cell = self.write();
         if cell.state != EntryState::Live || cell.version != version.0 {
             return false;
         }
@@ -247,25 +380,25 @@ impl<V> EntryHandle<V> {
 
     /// Marks the entry removed from its store. Stores call this for every entry they drop.
     pub fn mark_removed(&self) {
-        self.cell.write().unwrap_or_else(PoisonError::into_inner).state = EntryState::Removed;
+        self.write().state = EntryState::Removed;
     }
 
     /// When the entry was last refreshed (or created), in ticks of the caller's clock (the
     /// cache counts nanoseconds since it was built); 0 until set.
     pub fn refreshed_at(&self) -> u64 {
-        self.cell.read().unwrap_or_else(PoisonError::into_inner).refreshed_at
+        self.read().refreshed_at
     }
 
     /// Records a refresh (or the creation) at `ticks`; an earlier time than the one recorded
     /// is ignored.
     pub fn set_refreshed_at(&self, ticks: u64) {
-        let mut cell = self.cell.write().unwrap_or_else(PoisonError::into_inner);
+        let mut cell = self.write();
         cell.refreshed_at = cell.refreshed_at.max(ticks);
     }
 
     /// Whether both handles refer to the same entry (not merely equal values).
     pub fn same_entry(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.cell, &other.cell)
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 
@@ -277,18 +410,62 @@ impl<V: Clone> EntryHandle<V> {
 
     /// A clone of the current value, with its version.
     pub fn load_versioned(&self) -> (V, EntryVersion) {
-        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        let cell = self.read();
         (cell.item.clone(), EntryVersion(cell.version))
     }
 
     /// The value, its version, the entry's state and its refresh time, read at once.
     pub fn snapshot(&self) -> EntrySnapshot<V> {
-        let cell = self.cell.read().unwrap_or_else(PoisonError::into_inner);
+        let cell = self.read();
         EntrySnapshot {
             item: cell.item.clone(),
             version: EntryVersion(cell.version),
             state: cell.state,
             refreshed_at: cell.refreshed_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_state_survives_its_encoding() {
+        let slots = [
+            QueueSlot::Idle,
+            QueueSlot::Queued,
+            QueueSlot::Running { again: false, removed: false },
+            QueueSlot::Running { again: true, removed: false },
+            QueueSlot::Running { again: false, removed: true },
+            QueueSlot::Running { again: true, removed: true },
+            QueueSlot::Delayed { ticket: 0 },
+            QueueSlot::Delayed { ticket: QueueState::TICKET_LIMIT - 1 },
+        ];
+        for slot in slots {
+            for backed_off in [false, true] {
+                let state = QueueState { slot, backed_off };
+                assert_eq!(QueueState::decode(state.encode()), state);
+            }
+        }
+        let wrapped = QueueState {
+            slot: QueueSlot::Delayed { ticket: QueueState::TICKET_LIMIT + 5 },
+            backed_off: false,
+        };
+        assert_eq!(QueueState::decode(wrapped.encode()).slot, QueueSlot::Delayed { ticket: 5 });
+    }
+
+    #[test]
+    fn a_declined_update_leaves_the_queue_state() {
+        let entry = EntryHandle::new(());
+        let seen = entry.update_queue_state(|_| None);
+        assert_eq!(seen, Err(QueueState::default()));
+        let running = QueueState {
+            slot: QueueSlot::Running { again: false, removed: false },
+            backed_off: true,
+        };
+        assert_eq!(entry.update_queue_state(|_| Some(running)), Ok(QueueState::default()));
+        assert_eq!(entry.queue_state(), running);
+        assert!(format!("{entry:?}").contains("Running"));
     }
 }

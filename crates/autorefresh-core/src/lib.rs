@@ -51,7 +51,7 @@ mod sync;
 
 pub use batches::{CreateBatchesFunc, FixedSizeBatches, SingleItemBatches};
 pub use cluster::{Cluster, ClusterError, LocalReplica, Shutdown};
-pub use entry::{EntryHandle, EntrySnapshot, EntryState, EntryVersion};
+pub use entry::{EntryHandle, EntrySnapshot, EntryState, EntryVersion, QueueSlot, QueueState};
 pub use error::Error;
 pub use item::{Batch, Item, ItemWrapper};
 pub use limiter::RateLimiter;

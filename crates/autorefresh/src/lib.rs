@@ -92,8 +92,9 @@ mod sync_service;
 pub use autorefresh_core::{
     Batch, Cluster, ClusterError, CreateBatchesFunc, EntryHandle, EntrySnapshot, EntryState,
     EntryVersion, Error, EvictionListener, FixedSizeBatches, GetOrInsert, Item, ItemSyncResponse,
-    ItemWrapper, LocalReplica, Metrics, NoopMetrics, RateLimiter, RetryAfter, Shutdown,
-    SingleItemBatches, Store, SyncAction, SyncError, SyncFailureKind, SyncFunc, SyncResult,
+    ItemWrapper, LocalReplica, Metrics, NoopMetrics, QueueSlot, QueueState, RateLimiter,
+    RetryAfter, Shutdown, SingleItemBatches, Store, SyncAction, SyncError, SyncFailureKind,
+    SyncFunc, SyncResult,
 };
 pub use autorefresh_moka::MokaStore;
 pub use autorefresh_papaya::PapayaStore;
