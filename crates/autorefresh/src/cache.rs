@@ -176,7 +176,12 @@ impl<K, V> Shared<K, V> {
     /// Nanoseconds of tokio time since the cache was built: the unit of entries' refresh
     /// times.
     pub(crate) fn ticks(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.epoch);
+        self.ticks_at(Instant::now())
+    }
+
+    /// [`ticks`](Self::ticks) at `instant`, for a caller that read the clock already.
+    pub(crate) fn ticks_at(&self, instant: Instant) -> u64 {
+        let elapsed = instant.saturating_duration_since(self.epoch);
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
 }

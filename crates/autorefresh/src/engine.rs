@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cache::Shared;
-use crate::queue::{Outcome, TakenBatch, TakenItem};
+use crate::queue::{BatchInfo, Outcome, Pooled, Queued, TakenItem};
 use crate::removal::RemovalCause;
 use crate::sync_service::SyncPath;
 
@@ -81,10 +81,9 @@ where
         shared.notifier.prune();
     }
 
-    shared.queue.reserve(shared.store.len());
-    const CHUNK: usize = 4096;
-    let mut due = Vec::with_capacity(CHUNK);
-    let mut added = 0;
+    // Claimed entries go straight into batches when the batcher only cuts by position, so
+    // workers start at once; otherwise into the pool, for the batcher.
+    let mut sweeper = shared.queue.sweeper(shared.batcher.fixed_size());
     let mut stalest: Option<u64> = None;
     let now = shared.ticks();
     let terminal_ttl = shared.terminal_ttl;
@@ -115,18 +114,10 @@ where
         });
         if let Some(refreshed_at) = due_since {
             stalest = Some(stalest.map_or(refreshed_at, |s| s.min(refreshed_at)));
-            due.push((id.clone(), entry.clone()));
-            if due.len() == CHUNK {
-                added += shared.queue.add_all(due.drain(..));
-                // Batch as the sweep goes, so workers start at once, when batching needs no
-                // view of the whole sweep.
-                if let Some(size) = shared.batcher.fixed_size() {
-                    shared.queue.batch_pool_in_runs(size);
-                }
-            }
+            sweeper.offer(id, entry);
         }
     });
-    added += shared.queue.add_all(due);
+    let added = sweeper.finish();
     if let Some(ttl) = terminal_ttl {
         expire_terminal(shared, expired, now, ttl);
     }
@@ -182,61 +173,126 @@ where
         return;
     }
     let taken = shared.queue.take_pool();
-    let mut ids = Vec::with_capacity(taken.len());
+    let mut live = Vec::with_capacity(taken.len());
     let mut items = Vec::with_capacity(taken.len());
-    for taken in taken {
-        let snapshot = taken.entry.snapshot();
+    let mut gone = Vec::new();
+    for pooled in taken {
+        let snapshot = pooled.item.entry.snapshot();
         if snapshot.state == EntryState::Live && !is_terminal(&snapshot.item) {
-            items.push(ItemWrapper::new(taken.id.clone(), snapshot.item));
-        } else if taken.backed_off {
-            shared.limiter.forget(&taken.id);
+            items.push(ItemWrapper::new(pooled.item.id.clone(), snapshot.item));
+            live.push(pooled);
+        } else {
+            gone.push(pooled.item);
         }
-        ids.push(taken.id);
+    }
+    for id in shared.queue.leave(gone) {
+        shared.limiter.forget(&id);
     }
     if items.is_empty() {
-        shared.queue.push_batches(&ids, Vec::new());
         return;
     }
     let batches =
         std::panic::catch_unwind(AssertUnwindSafe(|| shared.batcher.create_batches(items)));
     match batches {
         Ok(Ok(batches)) => {
-            let batches = batches
-                .into_iter()
-                .map(|batch| batch.into_iter().map(|w| w.into_parts().0).collect())
-                .collect();
-            for id in shared.queue.push_batches(&ids, batches) {
+            let (batches, left_out) = match_batches(live, batches);
+            shared.queue.push_batches(batches);
+            for id in shared.queue.leave(left_out) {
                 shared.limiter.forget(&id);
             }
             shared.metrics.queue_depth(shared.queue.depth());
         }
         Ok(Err(err)) => {
-            tracing::warn!(cache = %shared.name, items = ids.len(), error = %err, "batcher failed");
-            retry_after_batcher_failure(shared, SyncFailureKind::Error, ids);
+            tracing::warn!(cache = %shared.name, items = live.len(), error = %err, "batcher failed");
+            retry_after_batcher_failure(shared, SyncFailureKind::Error, live);
         }
         Err(panic) => {
             tracing::warn!(
                 cache = %shared.name,
-                items = ids.len(),
+                items = live.len(),
                 panic = panic_message(&*panic),
                 "batcher panicked"
             );
-            retry_after_batcher_failure(shared, SyncFailureKind::Panic, ids);
+            retry_after_batcher_failure(shared, SyncFailureKind::Panic, live);
         }
     }
 }
 
-/// The batcher failed: every id it was given is retried after its backoff.
-fn retry_after_batcher_failure<K, V>(shared: &Shared<K, V>, kind: SyncFailureKind, ids: Vec<K>)
+/// Finds the taken entry of each id the batcher put in a batch, each at most once (an id it
+/// repeats or invents is dropped); returns the batches, each with when its oldest entry
+/// became due, and the entries left out of every batch.
+#[allow(clippy::type_complexity)]
+fn match_batches<K, V>(
+    taken: Vec<Pooled<K, V>>,
+    batches: Vec<Vec<ItemWrapper<K, V>>>,
+) -> (Vec<(Vec<Queued<K, V>>, Instant)>, Vec<Queued<K, V>>)
 where
+    K: Hash + Eq,
+{
+    let mut slots: Vec<Option<Pooled<K, V>>> = taken.into_iter().map(Some).collect();
+    // Built only if the batches do not keep the taken order.
+    let mut index: Option<HashMap<&K, usize>> = None;
+    let mut found = Vec::with_capacity(batches.len());
+    let mut next = 0;
+    for batch in &batches {
+        let mut positions = Vec::with_capacity(batch.len());
+        for wrapper in batch {
+            let position = if slots
+                .get(next)
+                .is_some_and(|s| s.as_ref().is_some_and(|p| p.item.id == *wrapper.id()))
+            {
+                Some(next)
+            } else {
+                let index = index.get_or_insert_with(|| {
+                    slots
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| s.as_ref().map(|p| (&p.item.id, i)))
+                        .collect()
+                });
+                index.get(wrapper.id()).copied()
+            };
+            if let Some(position) = position {
+                next = position + 1;
+                positions.push(position);
+            }
+        }
+        found.push(positions);
+    }
+    drop(index);
+    let mut formed = Vec::with_capacity(found.len());
+    for positions in found {
+        let mut batch = Vec::with_capacity(positions.len());
+        let mut due: Option<Instant> = None;
+        for position in positions {
+            // `take`: an id the batcher repeated is in its first batch only.
+            if let Some(pooled) = slots[position].take() {
+                due = Some(due.map_or(pooled.due, |d| d.min(pooled.due)));
+                batch.push(pooled.item);
+            }
+        }
+        if let Some(due) = due {
+            formed.push((batch, due));
+        }
+    }
+    let left_out = slots.into_iter().flatten().map(|pooled| pooled.item).collect();
+    (formed, left_out)
+}
+
+/// The batcher failed: every entry it was given is retried after its backoff.
+fn retry_after_batcher_failure<K, V>(
+    shared: &Shared<K, V>,
+    kind: SyncFailureKind,
+    taken: Vec<Pooled<K, V>>,
+) where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
-    shared.metrics.sync_error(kind, ids.len());
-    shared.metrics.retried(ids.len());
-    let backoffs = ids.into_iter().map(|id| {
-        let backoff = shared.limiter.when(&id);
-        (id, backoff)
+    shared.metrics.sync_error(kind, taken.len());
+    shared.metrics.retried(taken.len());
+    let backoffs = taken.into_iter().map(|pooled| {
+        let backoff = shared.limiter.when(&pooled.item.id);
+        (pooled.item, backoff)
     });
     for id in shared.queue.fail_batching(backoffs.collect()) {
         shared.limiter.forget(&id);
@@ -269,15 +325,16 @@ pub(crate) async fn run_worker<K, V>(
     V: Item,
 {
     let mut service = shared.sync.clone();
+    let mut scratch = Scratch::new();
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            batch = shared.queue.next_batch() => {
+            info = shared.queue.next_batch(&mut scratch.popped, &mut scratch.taken) => {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => return,
-                    outcome = AssertUnwindSafe(sync_batch(&shared, index, &mut service, batch)).catch_unwind() => {
+                    outcome = AssertUnwindSafe(sync_batch(&shared, index, &mut service, info, &mut scratch)).catch_unwind() => {
                         if let Err(panic) = outcome {
                             // User code outside the sync function (a limiter, metrics) panicked:
                             // this worker goes on, with a fresh service.
@@ -287,11 +344,26 @@ pub(crate) async fn run_worker<K, V>(
                                 "a worker caught a panic outside the sync function"
                             );
                             service = shared.sync.clone();
+                            scratch = Scratch::new();
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// A worker's buffers, kept from batch to batch so that a batch allocates little.
+struct Scratch<K, V> {
+    popped: Vec<Queued<K, V>>,
+    taken: Vec<TakenItem<K, V>>,
+    dispatched: Vec<Dispatched<K, V>>,
+    changes: Vec<Change<V>>,
+}
+
+impl<K, V> Scratch<K, V> {
+    fn new() -> Self {
+        Self { popped: Vec::new(), taken: Vec::new(), dispatched: Vec::new(), changes: Vec::new() }
     }
 }
 
@@ -307,19 +379,23 @@ async fn sync_batch<K, V>(
     shared: &Shared<K, V>,
     index: usize,
     service: &mut SyncPath<K, V>,
-    batch: TakenBatch<K, V>,
+    info: BatchInfo,
+    scratch: &mut Scratch<K, V>,
 ) where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
-    let now = shared.ticks();
-    shared.metrics.queue_latency(Instant::now().saturating_duration_since(batch.oldest_due));
-    shared.metrics.queue_depth(batch.depth);
-    let mut outcomes = Vec::with_capacity(batch.items.len());
-    let mut dispatched = Vec::with_capacity(batch.items.len());
-    let mut wrappers = Vec::with_capacity(batch.items.len());
+    // The clock is read twice per batch: here and when the call returns.
+    let popped_at = Instant::now();
+    let now = shared.ticks_at(popped_at);
+    shared.metrics.queue_latency(popped_at.saturating_duration_since(info.oldest_due));
+    shared.metrics.queue_depth(info.depth);
+    let dispatched = &mut scratch.dispatched;
+    dispatched.clear();
+    let mut wrappers = Vec::with_capacity(scratch.taken.len());
     let mut stalest = now;
-    for TakenItem { id, entry, backed_off } in batch.items {
+    let mut not_synced = Vec::new();
+    for TakenItem { id, entry, backed_off } in scratch.taken.drain(..) {
         let snapshot = entry.snapshot();
         if snapshot.state == EntryState::Live && !is_terminal(&snapshot.item) {
             stalest = stalest.min(snapshot.refreshed_at);
@@ -329,70 +405,82 @@ async fn sync_batch<K, V>(
             if backed_off {
                 shared.limiter.forget(&id);
             }
-            outcomes.push((id, Outcome::Done));
+            not_synced.push((id, entry, Outcome::Done));
         }
     }
-    if !dispatched.is_empty() {
-        shared.metrics.age_at_sync(Duration::from_nanos(now - stalest));
-        let span = tracing::debug_span!(
-            "autorefresh.batch",
-            cache = %shared.name,
-            items = dispatched.len(),
-            attempt = shared.limiter.num_requeues(&dispatched[0].id) + 1,
-        );
-        shared.in_flight[index].store(now + 1, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = call(service, wrappers).instrument(span.clone()).await;
-        let elapsed = started.elapsed();
-        shared.in_flight[index].store(0, Ordering::Relaxed);
-        let _entered = span.enter();
-        let failure = match result {
-            Ok(Ok(responses)) => {
-                shared.metrics.batch_synced(dispatched.len(), elapsed);
-                apply(shared, &dispatched, responses);
-                None
+    if !not_synced.is_empty() {
+        for id in shared.queue.finish(not_synced) {
+            shared.limiter.forget(&id);
+        }
+    }
+    if dispatched.is_empty() {
+        return;
+    }
+    shared.metrics.age_at_sync(Duration::from_nanos(now - stalest));
+    let span = tracing::debug_span!(
+        "autorefresh.batch",
+        cache = %shared.name,
+        items = dispatched.len(),
+        attempt = shared.limiter.num_requeues(&dispatched[0].id) + 1,
+    );
+    shared.in_flight[index].store(now + 1, Ordering::Relaxed);
+    let result = call(service, wrappers).instrument(span.clone()).await;
+    let returned_at = Instant::now();
+    let elapsed = returned_at.saturating_duration_since(popped_at);
+    shared.in_flight[index].store(0, Ordering::Relaxed);
+    let _entered = span.enter();
+    let failure = match result {
+        Ok(Ok(responses)) => {
+            shared.metrics.batch_synced(dispatched.len(), elapsed);
+            apply(
+                shared,
+                dispatched,
+                responses,
+                &mut scratch.changes,
+                shared.ticks_at(returned_at),
+            );
+            None
+        }
+        Ok(Err(err)) => {
+            let kind = if autorefresh_tower::timeout::is_timeout(err.as_ref()) {
+                SyncFailureKind::Timeout
+            } else {
+                SyncFailureKind::Error
+            };
+            tracing::warn!(cache = %shared.name, items = dispatched.len(), kind = kind.as_str(), error = %err, "sync failed");
+            Some((kind, RetryAfter::find(err.as_ref())))
+        }
+        Err(panic) => {
+            tracing::warn!(
+                cache = %shared.name,
+                items = dispatched.len(),
+                panic = panic_message(&*panic),
+                "sync panicked"
+            );
+            // The service may have been left mid-call: start again from the shared one.
+            *service = shared.sync.clone();
+            Some((SyncFailureKind::Panic, None))
+        }
+    };
+    if let Some((kind, _)) = failure {
+        shared.metrics.sync_error(kind, dispatched.len());
+        shared.metrics.retried(dispatched.len());
+    }
+    let outcomes = dispatched.drain(..).map(|d| {
+        let outcome = match failure {
+            None => {
+                if d.backed_off {
+                    shared.limiter.forget(&d.id);
+                }
+                Outcome::Done
             }
-            Ok(Err(err)) => {
-                let kind = if autorefresh_tower::timeout::is_timeout(err.as_ref()) {
-                    SyncFailureKind::Timeout
-                } else {
-                    SyncFailureKind::Error
-                };
-                tracing::warn!(cache = %shared.name, items = dispatched.len(), kind = kind.as_str(), error = %err, "sync failed");
-                Some((kind, RetryAfter::find(err.as_ref())))
-            }
-            Err(panic) => {
-                tracing::warn!(
-                    cache = %shared.name,
-                    items = dispatched.len(),
-                    panic = panic_message(&*panic),
-                    "sync panicked"
-                );
-                // The service may have been left mid-call: start again from the shared one.
-                *service = shared.sync.clone();
-                Some((SyncFailureKind::Panic, None))
+            Some((_, retry_after)) => {
+                let backoff = shared.limiter.when(&d.id);
+                Outcome::Retry(retry_after.map_or(backoff, |after| after.max(backoff)))
             }
         };
-        if let Some((kind, _)) = failure {
-            shared.metrics.sync_error(kind, dispatched.len());
-            shared.metrics.retried(dispatched.len());
-        }
-        outcomes.extend(dispatched.into_iter().map(|d| {
-            let outcome = match failure {
-                None => {
-                    if d.backed_off {
-                        shared.limiter.forget(&d.id);
-                    }
-                    Outcome::Done
-                }
-                Some((_, retry_after)) => {
-                    let backoff = shared.limiter.when(&d.id);
-                    Outcome::Retry(retry_after.map_or(backoff, |after| after.max(backoff)))
-                }
-            };
-            (d.id, outcome)
-        }));
-    }
+        (d.id, d.entry, outcome)
+    });
     for id in shared.queue.finish(outcomes) {
         shared.limiter.forget(&id);
     }
@@ -427,14 +515,16 @@ fn apply<K, V>(
     shared: &Shared<K, V>,
     dispatched: &[Dispatched<K, V>],
     responses: Vec<ItemSyncResponse<K, V>>,
+    changes: &mut Vec<Change<V>>,
+    now: u64,
 ) where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
-    let now = shared.ticks();
     // Built only if responses come out of the batch's order and the batch is not small.
     let mut index: Option<HashMap<&K, usize>> = None;
-    let mut changes: Vec<Change<V>> = dispatched.iter().map(|_| Change::None).collect();
+    changes.clear();
+    changes.extend(dispatched.iter().map(|_| Change::None));
     for (position, response) in responses.into_iter().enumerate() {
         // Most sync functions answer in the batch's order: try the same position first.
         let found = if dispatched.get(position).is_some_and(|d| d.id == response.id) {
@@ -460,7 +550,7 @@ fn apply<K, V>(
     let notifier = &shared.notifier;
     // Asked once per batch, and only if it has an update to send.
     let mut broadcasting: Option<bool> = None;
-    for (target, change) in dispatched.iter().zip(changes) {
+    for (target, change) in dispatched.iter().zip(changes.drain(..)) {
         match change {
             Change::None => {
                 target.entry.apply_refresh(target.version, None, now);

@@ -1,105 +1,188 @@
-//! The work queue: which items are due for a sync, keyed by id.
+//! The work queue: which entries are due for a sync, and which are in flight.
 //!
-//! It keeps client-go's dedupe rules (an id waiting or in flight is never queued twice, and
-//! an add while it is in flight makes it run once more afterwards) in one keyed map, as
-//! kube-runtime's scheduler does: each id is in exactly one [`Slot`], so it is never both
-//! delayed and ready, and an earlier deadline always wins over a later one.
+//! It keeps client-go's dedupe rules (an entry waiting or in flight is never queued twice,
+//! and an add while it is in flight makes it run once more afterwards), with the per-item
+//! state kept in the entry itself rather than in a map keyed by id: each [`EntryHandle`]
+//! carries one atomic word, its [`QueueState`], as a tokio task carries its state. Claiming an
+//! entry for the queue, handing it to a worker and finishing it are each one compare-and-swap
+//! on that word; no id is hashed or compared on the common path, and an id is cloned once, by
+//! the sweep (the worker clones it once more for the sync function's batch).
 //!
-//! An id moves `Pooled` (due, waiting for the batcher) → `Batching` (the batcher has it) →
-//! `Batched` (in a batch waiting for a worker) → `Running` → gone, or back to `Pooled` or
-//! `Delayed` (a retry after its backoff). The queue never calls user code and never touches
-//! the store, so its lock is only ever held for map operations.
+//! An entry moves `Idle` → `Queued` (in the pool, with the batcher, or in a batch waiting for
+//! a worker) → `Running` → `Idle`, or back to `Queued` (it became due again while in flight,
+//! or a retry without backoff) or to `Delayed` (a retry after its backoff). Every `Queued`
+//! entry is held by exactly one place (the pool, the batcher's hands, or the batch deque), so
+//! the compare-and-swap `Queued` → `Running` a worker makes hands it to one worker only.
+//!
+//! Retries with a backoff are rare, and wait in a small ordered map of deadlines; an entry's
+//! `Delayed` slot names its record there (a ticket), and every change into or out of
+//! `Delayed` is made under the queue's lock, so a record and its slot always agree. An earlier
+//! deadline wins over a later one: a sweep (or a create) claims a delayed entry at once and
+//! drops its record.
+//!
+//! Removal (delete, eviction, a delayed delete, expiry) marks the entry
+//! [`EntryState::Removed`](autorefresh_core::EntryState) and calls [`WorkQueue::remove`],
+//! which needs no lookup: a queued entry goes back to `Idle` (the worker that later pops it
+//! skips it), a delayed one drops its record, and one in flight is flagged so that it leaves
+//! the queue when its batch ends instead of running again.
+//!
+//! Identity is per entry, not per id: an id deleted and created again gets a new entry, with
+//! its own state word, queued independently of the old one. If the old entry is still in
+//! flight then, the new one may be synced while the old call is still running (the old call's
+//! result is dropped: it applies only to the entry and version it was dispatched with). That
+//! is the one case in which two calls for the same id can overlap; never two for the same
+//! entry.
+//!
+//! The queue never calls user code and never touches the store, so its lock is only ever
+//! held to move entries between its deques.
 
-use std::collections::{hash_map, BTreeMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use autorefresh_core::{EntryHandle, EntryState};
+use autorefresh_core::{EntryHandle, QueueSlot, QueueState};
 use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How one id's attempt ended, as reported to [`WorkQueue::finish`].
+/// How one entry's attempt ended, as reported to [`WorkQueue::finish`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Synced, or no longer needs syncing (terminal, removed, pending delete): leaves the
-    /// queue unless it was added again meanwhile.
+    /// queue unless it became due again meanwhile.
     Done,
-    /// The batch failed: retry after this backoff, or at once if added again meanwhile.
+    /// The batch failed: retry after this backoff, or at once if it became due again
+    /// meanwhile.
     Retry(Duration),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    Pooled,
-    Batching,
-    Batched,
-    Delayed(DelayKey),
-    Running { again: bool, removed: bool },
+/// An id with its entry, as the queue holds and hands them out.
+pub(crate) struct Queued<K, V> {
+    pub(crate) id: K,
+    pub(crate) entry: EntryHandle<V>,
 }
 
-type DelayKey = (Instant, u64);
-
-struct QueueEntry<V> {
-    entry: EntryHandle<V>,
-    slot: Slot,
-    /// When the id last became due, for the queue latency.
-    due_at: Instant,
-    /// Whether the limiter's `when` was asked for this id since its last `forget`, so a
-    /// success has limiter state to drop (most successes have none: no lock to take).
-    backed_off: bool,
+/// A due entry in the pool, waiting for the batcher.
+pub(crate) struct Pooled<K, V> {
+    pub(crate) item: Queued<K, V>,
+    /// When it became due, for the queue latency.
+    pub(crate) due: Instant,
 }
 
-/// An id handed out by the queue, with its entry.
+/// An entry handed to a worker, now in flight.
 pub(crate) struct TakenItem<K, V> {
     pub(crate) id: K,
     pub(crate) entry: EntryHandle<V>,
-    /// See [`QueueEntry::backed_off`]: `forget` it once it succeeds or needs no sync.
+    /// Whether the limiter holds backoff state for it: `forget` it once it succeeds or needs
+    /// no sync.
     pub(crate) backed_off: bool,
 }
 
-/// A batch handed to a worker.
-pub(crate) struct TakenBatch<K, V> {
-    /// The ids, now in flight, with their entries.
-    pub(crate) items: Vec<TakenItem<K, V>>,
-    /// When the longest-waiting of them became due.
+/// What a worker learns with its batch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchInfo {
+    /// When the longest-waiting of its entries became due.
     pub(crate) oldest_due: Instant,
-    /// How many ids are still due and not yet handed to a worker.
+    /// How many entries are still due and not yet handed to a worker.
     pub(crate) depth: usize,
 }
 
-struct State<K, V> {
-    entries: HashMap<K, QueueEntry<V>>,
-    /// Ids in `Slot::Pooled`, in the order they became due (may hold stale ids).
-    pool: Vec<K>,
-    /// Batches of ids in `Slot::Batched`, in the order they were formed (may hold stale ids).
-    batches: VecDeque<Vec<K>>,
-    /// How many ids the batches hold.
-    batched_ids: usize,
-    delayed: BTreeMap<DelayKey, K>,
-    next_delay_seq: u64,
+/// One batch in the batch deque: its length and when its oldest entry became due.
+struct Mark {
+    len: usize,
+    due: Instant,
+}
+
+/// An entry that left the store while in flight, and the new entries for its id that wait
+/// until its batch ends.
+struct Retired<K, V> {
+    old: EntryHandle<V>,
+    waiting: Vec<Queued<K, V>>,
+}
+
+/// The retries waiting for their deadline.
+struct Delayed<K, V> {
+    by_deadline: BTreeMap<(Instant, u64), Queued<K, V>>,
+    deadline_of: BTreeMap<u64, Instant>,
+    next_ticket: u64,
+}
+
+impl<K, V> Delayed<K, V> {
+    fn new() -> Self {
+        Self { by_deadline: BTreeMap::new(), deadline_of: BTreeMap::new(), next_ticket: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.deadline_of.len()
+    }
+
+    fn ticket(&mut self) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket = (self.next_ticket + 1) % QueueState::TICKET_LIMIT;
+        ticket
+    }
+
+    fn insert(&mut self, ticket: u64, deadline: Instant, item: Queued<K, V>) {
+        self.deadline_of.insert(ticket, deadline);
+        self.by_deadline.insert((deadline, ticket), item);
+    }
+
+    fn remove(&mut self, ticket: u64) -> Option<Queued<K, V>> {
+        let deadline = self.deadline_of.remove(&ticket)?;
+        self.by_deadline.remove(&(deadline, ticket))
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        self.by_deadline.first_key_value().map(|(key, _)| key.0)
+    }
+}
+
+struct Inner<K, V> {
+    /// Due entries waiting for the batcher, in the order they became due.
+    pool: Vec<Pooled<K, V>>,
+    /// The entries of the batches waiting for a worker, batch after batch (may hold entries
+    /// removed since, no longer `Queued`: the worker skips them).
+    items: VecDeque<Queued<K, V>>,
+    /// The batches' lengths, in the order of `items`.
+    marks: VecDeque<Mark>,
+    delayed: Delayed<K, V>,
     closed: bool,
 }
 
 /// The queue shared by the cache, the dispatcher and the workers.
 pub(crate) struct WorkQueue<K, V> {
-    state: Mutex<State<K, V>>,
+    inner: Mutex<Inner<K, V>>,
+    /// Entries in `QueueSlot::Queued`: due and not yet handed to a worker.
+    queued: AtomicUsize,
+    /// Entries in `QueueSlot::Running`.
+    running: AtomicUsize,
+    /// Ids whose entry left the store while in flight, until its batch ends: a new entry for
+    /// the same id waits for it there.
+    retired: Mutex<HashMap<K, Retired<K, V>>>,
+    /// How many ids `retired` holds: workers look there only when it holds any.
+    retired_count: AtomicUsize,
     /// Wakes the dispatcher: the pool became non-empty or the earliest deadline moved closer.
     dispatcher_wake: Notify,
     /// Wakes one worker per batch pushed.
     batch_ready: Notify,
+    /// Workers waiting (or about to wait) for a batch.
+    idle: AtomicUsize,
 }
 
 impl<K, V> std::fmt::Debug for WorkQueue<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.state.lock();
+        let inner = self.inner.lock();
+        let tracked = self.queued.load(Ordering::Relaxed)
+            + self.running.load(Ordering::Relaxed)
+            + inner.delayed.len();
         f.debug_struct("WorkQueue")
-            .field("entries", &state.entries.len())
-            .field("pool", &state.pool.len())
-            .field("batches", &state.batches.len())
-            .field("delayed", &state.delayed.len())
+            .field("entries", &tracked)
+            .field("pool", &inner.pool.len())
+            .field("batches", &inner.marks.len())
+            .field("delayed", &inner.delayed.len())
             .finish()
     }
 }
@@ -108,336 +191,538 @@ impl<K, V> std::fmt::Debug for WorkQueue<K, V> {
 #[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct QueueStats {
-    /// Ids the queue tracks in any slot.
+    /// Entries the queue tracks in any slot.
     pub(crate) tracked: usize,
-    /// Ids due and not yet handed to a worker.
+    /// Entries due and not yet handed to a worker.
     pub(crate) ready: usize,
-    /// Ids waiting for a retry deadline.
+    /// Entries waiting for a retry deadline.
     pub(crate) delayed: usize,
-    /// Ids in flight.
+    /// Entries in flight.
     pub(crate) running: usize,
 }
 
-impl<K, V> WorkQueue<K, V>
-where
-    K: Hash + Eq + Clone,
-{
+/// What claiming an entry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    /// It is now `Queued`: the claimer must put it in the pool or a batch.
+    Queued,
+    /// It was in flight: it runs once more afterwards.
+    Again,
+    /// It was due or flagged already.
+    Already,
+}
+
+/// The state change that makes an entry due, or `None` if it needs none (or, for a delayed
+/// entry when `delayed_ok` is false, needs the queue's lock).
+fn due(state: QueueState, delayed_ok: bool) -> Option<QueueState> {
+    let slot = match state.slot {
+        QueueSlot::Idle => QueueSlot::Queued,
+        QueueSlot::Delayed { .. } if delayed_ok => QueueSlot::Queued,
+        QueueSlot::Running { again: false, removed: false } => {
+            QueueSlot::Running { again: true, removed: false }
+        }
+        _ => return None,
+    };
+    Some(QueueState { slot, ..state })
+}
+
+fn claim_of(previous: QueueSlot) -> Claim {
+    match previous {
+        QueueSlot::Running { .. } => Claim::Again,
+        _ => Claim::Queued,
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> WorkQueue<K, V> {
     pub(crate) fn new() -> Self {
         Self {
-            state: Mutex::new(State {
-                entries: HashMap::default(),
+            inner: Mutex::new(Inner {
                 pool: Vec::new(),
-                batches: VecDeque::new(),
-                batched_ids: 0,
-                delayed: BTreeMap::new(),
-                next_delay_seq: 0,
+                items: VecDeque::new(),
+                marks: VecDeque::new(),
+                delayed: Delayed::new(),
                 closed: false,
             }),
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            retired: Mutex::new(HashMap::default()),
+            retired_count: AtomicUsize::new(0),
             dispatcher_wake: Notify::new(),
             batch_ready: Notify::new(),
+            idle: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes `entry` due: one compare-and-swap, or the lock for a delayed entry.
+    fn claim(&self, entry: &EntryHandle<V>) -> Claim {
+        match entry.update_queue_state(|state| due(state, false)) {
+            Ok(previous) => claim_of(previous.slot),
+            Err(QueueState { slot: QueueSlot::Delayed { .. }, .. }) => {
+                self.claim_locked(&mut self.inner.lock(), entry)
+            }
+            Err(_) => Claim::Already,
+        }
+    }
+
+    /// As [`claim`](Self::claim), under the lock: a delayed entry's record is dropped.
+    fn claim_locked(&self, inner: &mut Inner<K, V>, entry: &EntryHandle<V>) -> Claim {
+        match entry.update_queue_state(|state| due(state, true)) {
+            Ok(previous) => {
+                if let QueueSlot::Delayed { ticket } = previous.slot {
+                    inner.delayed.remove(ticket);
+                }
+                claim_of(previous.slot)
+            }
+            Err(_) => Claim::Already,
         }
     }
 
     /// Makes `id` due now (a create); returns whether it was not due already.
     pub(crate) fn add(&self, id: K, entry: EntryHandle<V>) -> bool {
-        self.add_all([(id, entry)]) == 1
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return false;
+        }
+        match self.claim_locked(&mut inner, &entry) {
+            Claim::Queued => {
+                let was_empty = inner.pool.is_empty();
+                inner.pool.push(Pooled { item: Queued { id, entry }, due: now });
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                drop(inner);
+                if was_empty {
+                    self.dispatcher_wake.notify_one();
+                }
+                true
+            }
+            Claim::Again => true,
+            Claim::Already => false,
+        }
     }
 
-    /// Makes every id of `items` due now, under one lock; returns how many were not due
-    /// already.
-    pub(crate) fn add_all(&self, items: impl IntoIterator<Item = (K, EntryHandle<V>)>) -> usize {
-        let now = Instant::now();
-        let (added, woke) = {
-            let mut state = self.state.lock();
-            let was_empty = state.pool.is_empty();
-            let added = items
-                .into_iter()
-                .map(|(id, entry)| state.add(id, entry, now))
-                .filter(|&a| a)
-                .count();
-            (added, was_empty && !state.pool.is_empty())
+    /// A sweep's hand into the queue: see [`Sweeper::offer`]. With a fixed `batch_size`, it
+    /// forms the batches itself as it goes; otherwise it fills the pool for the batcher.
+    pub(crate) fn sweeper(&self, batch_size: Option<NonZeroUsize>) -> Sweeper<'_, K, V> {
+        Sweeper { queue: self, batch_size, items: Vec::new(), added: 0 }
+    }
+
+    /// The entry left the store (it is marked removed): a queued one leaves the queue (the
+    /// worker that pops it skips it), a delayed one drops its retry, one in flight is not
+    /// queued again when its batch ends.
+    pub(crate) fn remove(&self, id: &K, entry: &EntryHandle<V>) {
+        let change = |state: QueueState, delayed_ok: bool| {
+            let slot = match state.slot {
+                QueueSlot::Queued => QueueSlot::Idle,
+                QueueSlot::Delayed { .. } if delayed_ok => QueueSlot::Idle,
+                QueueSlot::Running { removed: false, .. } => {
+                    QueueSlot::Running { again: false, removed: true }
+                }
+                _ => return None,
+            };
+            Some(QueueState { slot, ..state })
         };
-        if woke {
+        let previous = match entry.update_queue_state(|state| change(state, false)) {
+            Err(QueueState { slot: QueueSlot::Delayed { .. }, .. }) => {
+                let mut inner = self.inner.lock();
+                match entry.update_queue_state(|state| change(state, true)) {
+                    Ok(previous) => {
+                        if let QueueSlot::Delayed { ticket } = previous.slot {
+                            inner.delayed.remove(ticket);
+                        }
+                        previous
+                    }
+                    Err(_) => return,
+                }
+            }
+            Ok(previous) => previous,
+            Err(_) => return,
+        };
+        match previous.slot {
+            QueueSlot::Queued => {
+                decrement(&self.queued, 1);
+            }
+            QueueSlot::Running { .. } => {
+                // Until its batch ends, a new entry for this id waits (see `pop_batch`).
+                let mut retired = self.retired.lock();
+                if let std::collections::hash_map::Entry::Vacant(vacant) = retired.entry(id.clone())
+                {
+                    vacant.insert(Retired { old: entry.clone(), waiting: Vec::new() });
+                    self.retired_count.fetch_add(1, Ordering::Release);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The batches of `ended` (entries removed while in flight) ended: the new entries that
+    /// waited for them are due.
+    fn release(&self, ended: &[(K, EntryHandle<V>)]) {
+        if ended.is_empty() || self.retired_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut waiting = Vec::new();
+        {
+            let mut retired = self.retired.lock();
+            for (id, entry) in ended {
+                if retired.get(id).is_some_and(|r| r.old.same_entry(entry)) {
+                    if let Some(r) = retired.remove(id) {
+                        waiting.extend(r.waiting);
+                    }
+                    decrement(&self.retired_count, 1);
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return;
+        }
+        let was_empty = inner.pool.is_empty();
+        inner.pool.extend(waiting.into_iter().map(|item| Pooled { item, due: now }));
+        drop(inner);
+        if was_empty {
             self.dispatcher_wake.notify_one();
         }
-        added
     }
 
-    /// Makes room for `ids` tracked ids at once, so a large sweep does not grow the table
-    /// step by step (each step rehashing every id already in it).
-    pub(crate) fn reserve(&self, ids: usize) {
-        let mut state = self.state.lock();
-        let missing = ids.saturating_sub(state.entries.len());
-        state.entries.reserve(missing);
-    }
-
-    /// Forgets `id` if it still refers to `entry` (the item was deleted or evicted). An
-    /// attempt in flight finishes, but its id is not queued again unless it is re-added.
-    pub(crate) fn remove(&self, id: &K, entry: &EntryHandle<V>) {
-        let mut state = self.state.lock();
-        let State { entries, delayed, .. } = &mut *state;
-        let hash_map::Entry::Occupied(mut occupied) = entries.entry(id.clone()) else {
-            return;
-        };
-        if !occupied.get().entry.same_entry(entry) {
-            return;
-        }
-        match &mut occupied.get_mut().slot {
-            Slot::Running { again, removed } => {
-                *again = false;
-                *removed = true;
-            }
-            Slot::Delayed(key) => {
-                delayed.remove(key);
-                occupied.remove();
-            }
-            Slot::Pooled | Slot::Batching | Slot::Batched => {
-                occupied.remove();
-            }
-        }
-    }
-
-    /// Cuts the pooled ids, in order, into batches of at most `size` and queues them for the
-    /// workers: what a batcher that only cuts by position would do, in one pass under the
-    /// lock, without reading the items.
+    /// Cuts the pooled entries, in order, into batches of at most `size` and queues them for
+    /// the workers: what a batcher that only cuts by position would do, without reading the
+    /// items.
     pub(crate) fn batch_pool_in_runs(&self, size: NonZeroUsize) {
         let pushed = {
-            let mut state = self.state.lock();
-            let pool = std::mem::take(&mut state.pool);
-            let State { entries, batches, batched_ids, .. } = &mut *state;
-            let mut run = Vec::with_capacity(size.get().min(pool.len()));
+            let mut inner = self.inner.lock();
+            let pool = std::mem::take(&mut inner.pool);
             let mut pushed = 0;
-            for id in pool {
-                let Some(queued) = entries.get_mut(&id) else { continue };
-                if queued.slot != Slot::Pooled {
-                    continue;
+            let mut pool = pool.into_iter().peekable();
+            while pool.peek().is_some() {
+                let mut mark = Mark { len: 0, due: Instant::now() };
+                for pooled in pool.by_ref().take(size.get()) {
+                    mark.len += 1;
+                    mark.due = mark.due.min(pooled.due);
+                    inner.items.push_back(pooled.item);
                 }
-                queued.slot = Slot::Batched;
-                run.push(id);
-                if run.len() == size.get() {
-                    *batched_ids += run.len();
-                    batches.push_back(std::mem::replace(&mut run, Vec::with_capacity(size.get())));
-                    pushed += 1;
-                }
-            }
-            if !run.is_empty() {
-                *batched_ids += run.len();
-                batches.push_back(run);
+                inner.marks.push_back(mark);
                 pushed += 1;
             }
             pushed
         };
-        for _ in 0..pushed.min(WAKE_LIMIT) {
-            self.batch_ready.notify_one();
-        }
+        self.wake_workers(pushed);
     }
 
-    /// Hands the pooled ids to the batcher, with their entries.
-    pub(crate) fn take_pool(&self) -> Vec<TakenItem<K, V>> {
-        let mut state = self.state.lock();
-        let pool = std::mem::take(&mut state.pool);
-        let mut taken = Vec::with_capacity(pool.len());
-        for id in pool {
-            if let Some(queued) = state.entries.get_mut(&id) {
-                if queued.slot == Slot::Pooled {
-                    queued.slot = Slot::Batching;
-                    taken.push(TakenItem {
-                        id,
-                        entry: queued.entry.clone(),
-                        backed_off: queued.backed_off,
-                    });
-                }
-            }
-        }
-        taken
+    /// Hands the pooled entries to the batcher. They stay `Queued`: give each back with
+    /// [`push_batches`](Self::push_batches), [`leave`](Self::leave) or
+    /// [`fail_batching`](Self::fail_batching).
+    pub(crate) fn take_pool(&self) -> Vec<Pooled<K, V>> {
+        std::mem::take(&mut self.inner.lock().pool)
     }
 
-    /// Queues the batches the batcher formed from `taken`. An id not taken, or already in an
-    /// earlier batch, is dropped from its batch; a taken id left out of every batch leaves
-    /// the queue (the next sweep brings it back). Returns the ids that left the queue with
-    /// limiter state ([`QueueEntry::backed_off`]), which the caller must `forget`: once the
-    /// queue no longer holds the flag, a later success would not.
-    pub(crate) fn push_batches(&self, taken: &[K], batches: Vec<Vec<K>>) -> Vec<K> {
-        let mut backed_off = Vec::new();
+    /// Queues the batches the batcher formed, each with when its oldest entry became due.
+    pub(crate) fn push_batches(&self, batches: Vec<(Vec<Queued<K, V>>, Instant)>) {
         let pushed = {
-            let mut state = self.state.lock();
+            let mut inner = self.inner.lock();
             let mut pushed = 0;
-            for mut batch in batches {
-                batch.retain(|id| match state.entries.get_mut(id) {
-                    Some(queued) if queued.slot == Slot::Batching => {
-                        queued.slot = Slot::Batched;
-                        true
-                    }
-                    _ => false,
-                });
-                if !batch.is_empty() {
-                    state.batched_ids += batch.len();
-                    state.batches.push_back(batch);
-                    pushed += 1;
+            for (batch, due) in batches {
+                if batch.is_empty() {
+                    continue;
                 }
-            }
-            for id in taken {
-                if let hash_map::Entry::Occupied(occupied) = state.entries.entry(id.clone()) {
-                    if occupied.get().slot == Slot::Batching && occupied.remove().backed_off {
-                        backed_off.push(id.clone());
-                    }
-                }
+                inner.marks.push_back(Mark { len: batch.len(), due });
+                inner.items.extend(batch);
+                pushed += 1;
             }
             pushed
         };
-        for _ in 0..pushed.min(WAKE_LIMIT) {
-            self.batch_ready.notify_one();
+        self.wake_workers(pushed);
+    }
+
+    /// Taken entries the batcher left out of every batch leave the queue (the next sweep
+    /// brings them back). Returns those with limiter state, which the caller must `forget`.
+    pub(crate) fn leave(&self, items: impl IntoIterator<Item = Queued<K, V>>) -> Vec<K> {
+        let mut backed_off = Vec::new();
+        let mut left = 0;
+        for item in items {
+            let queued = item.entry.update_queue_state(|state| {
+                (state.slot == QueueSlot::Queued)
+                    .then_some(QueueState { slot: QueueSlot::Idle, backed_off: false })
+            });
+            if let Ok(previous) = queued {
+                left += 1;
+                if previous.backed_off {
+                    backed_off.push(item.id);
+                }
+            }
         }
+        decrement(&self.queued, left);
         backed_off
     }
 
-    /// The batcher failed on `taken`: each id is retried after its backoff. Returns the ids
-    /// no longer waiting for the batcher (deleted or evicted meanwhile, perhaps created
-    /// again), which the caller must `forget`: their backoff was just recorded, after the
-    /// removal forgot them.
-    pub(crate) fn fail_batching(&self, taken: Vec<(K, Duration)>) -> Vec<K> {
+    /// The batcher failed on the taken entries: each is retried after its backoff (the
+    /// limiter was asked). Returns the ids of those removed meanwhile, which the caller must
+    /// `forget`: their backoff was just recorded, perhaps after the removal forgot them.
+    pub(crate) fn fail_batching(&self, items: Vec<(Queued<K, V>, Duration)>) -> Vec<K> {
         let now = Instant::now();
         let mut gone = Vec::new();
-        let mut state = self.state.lock();
-        for (id, backoff) in taken {
-            let batching = match state.entries.get_mut(&id) {
-                Some(queued) if queued.slot == Slot::Batching => {
-                    queued.backed_off = true;
-                    true
+        let mut delayed = 0;
+        {
+            let mut inner = self.inner.lock();
+            for (item, backoff) in items {
+                let ticket = inner.delayed.ticket();
+                let queued = item.entry.update_queue_state(|state| {
+                    (state.slot == QueueSlot::Queued).then_some(QueueState {
+                        slot: QueueSlot::Delayed { ticket },
+                        backed_off: true,
+                    })
+                });
+                if queued.is_ok() {
+                    delayed += 1;
+                    if !inner.closed {
+                        inner.delayed.insert(ticket, now + backoff, item);
+                    }
+                } else {
+                    gone.push(item.id);
                 }
-                _ => false,
-            };
-            if batching {
-                state.delay(id, now + backoff);
-            } else {
-                gone.push(id);
             }
         }
-        drop(state);
+        decrement(&self.queued, delayed);
         self.dispatcher_wake.notify_one();
         gone
     }
 
-    /// The next batch for a worker, its ids now in flight; waits until there is one.
-    pub(crate) async fn next_batch(&self) -> TakenBatch<K, V> {
+    /// The next batch for a worker, put in `into` (empty), its entries now in flight; waits
+    /// until there is one.
+    pub(crate) async fn next_batch(
+        &self,
+        scratch: &mut Vec<Queued<K, V>>,
+        into: &mut Vec<TakenItem<K, V>>,
+    ) -> BatchInfo {
         loop {
+            // The common case while a sweep is being worked off: no waiting, no wake-up.
+            if let Some(info) = self.pop_batch(scratch, into) {
+                return info;
+            }
             let notified = self.batch_ready.notified();
-            if let Some(batch) = self.pop_batch() {
-                return batch;
+            // Announced before looking again: a batch pushed after that look sees an idle
+            // worker and wakes it (`notify_one` keeps a permit if it is not waiting yet).
+            let _idle = IdleGuard::enter(&self.idle);
+            if let Some(info) = self.pop_batch(scratch, into) {
+                return info;
             }
             notified.await;
         }
     }
 
-    fn pop_batch(&self) -> Option<TakenBatch<K, V>> {
-        let mut state = self.state.lock();
-        let mut oldest_due: Option<Instant> = None;
-        while let Some(ids) = state.batches.pop_front() {
-            state.batched_ids -= ids.len();
-            let mut items = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(queued) = state.entries.get_mut(&id) {
-                    if queued.slot == Slot::Batched {
-                        queued.slot = Slot::Running { again: false, removed: false };
-                        oldest_due =
-                            Some(oldest_due.map_or(queued.due_at, |o| o.min(queued.due_at)));
-                        items.push(TakenItem {
-                            id,
-                            entry: queued.entry.clone(),
-                            backed_off: queued.backed_off,
-                        });
+    fn pop_batch(
+        &self,
+        scratch: &mut Vec<Queued<K, V>>,
+        into: &mut Vec<TakenItem<K, V>>,
+    ) -> Option<BatchInfo> {
+        loop {
+            let (due, more) = {
+                let mut inner = self.inner.lock();
+                let mark = inner.marks.pop_front()?;
+                scratch.extend(inner.items.drain(..mark.len));
+                if inner.marks.is_empty() && inner.items.capacity() > SHRINK_ABOVE {
+                    // Idle again after a large sweep: give the memory back.
+                    inner.items = VecDeque::new();
+                    inner.marks = VecDeque::new();
+                }
+                (mark.due, !inner.marks.is_empty())
+            };
+            // Chain the wake-up: the next idle worker takes the next batch.
+            if more && self.idle.load(Ordering::SeqCst) > 0 {
+                self.batch_ready.notify_one();
+            }
+            if scratch.len() > 1 {
+                // Touch every entry first: these loads miss the cache and may overlap, where
+                // the compare-and-swaps below would wait for each miss in turn.
+                let mut sum = 0_u64;
+                for item in scratch.iter() {
+                    sum = sum.wrapping_add(u64::from(item.entry.queue_state().backed_off));
+                }
+                std::hint::black_box(sum);
+            }
+            if self.retired_count.load(Ordering::Acquire) > 0 {
+                // A new entry whose id's old entry is still in flight waits for it.
+                let mut retired = self.retired.lock();
+                scratch.retain_mut(|item| match retired.get_mut(&item.id) {
+                    Some(r) if !r.old.same_entry(&item.entry) => {
+                        let id = item.id.clone();
+                        let entry = item.entry.clone();
+                        r.waiting.push(Queued { id, entry });
+                        false
                     }
+                    _ => true,
+                });
+            }
+            for Queued { id, entry } in scratch.drain(..) {
+                let running = entry.update_queue_state(|state| {
+                    (state.slot == QueueSlot::Queued).then_some(QueueState {
+                        slot: QueueSlot::Running { again: false, removed: false },
+                        ..state
+                    })
+                });
+                // Not queued: removed since it was batched.
+                if let Ok(previous) = running {
+                    into.push(TakenItem { id, entry, backed_off: previous.backed_off });
                 }
             }
-            if let Some(oldest_due) = oldest_due {
-                // Chain the wake-up: the next idle worker takes the next batch.
-                if !state.batches.is_empty() {
-                    self.batch_ready.notify_one();
-                }
-                return Some(TakenBatch { items, oldest_due, depth: state.depth() });
+            if !into.is_empty() {
+                self.running.fetch_add(into.len(), Ordering::Relaxed);
+                let depth = decrement(&self.queued, into.len());
+                return Some(BatchInfo { oldest_due: due, depth });
             }
         }
-        None
     }
 
-    /// How many ids are due and not yet handed to a worker (stale ids included).
+    /// How many entries are due and not yet handed to a worker.
     pub(crate) fn depth(&self) -> usize {
-        self.state.lock().depth()
+        self.queued.load(Ordering::Relaxed)
     }
 
-    /// Records how each id of a finished batch ended. Returns the ids that were removed from
-    /// the cache while in flight, or that failed after the queue closed, whose limiter state
-    /// the caller must drop (again: a failure may have recorded one after the removal forgot
-    /// it).
-    pub(crate) fn finish(&self, outcomes: impl IntoIterator<Item = (K, Outcome)>) -> Vec<K> {
+    /// Records how each entry of a finished batch ended. `backed_off` says whether the
+    /// limiter holds state for it now (a retry asked it; a success was followed by a
+    /// `forget`). Returns the ids of entries removed from the store while in flight, or that
+    /// failed after the queue closed, whose limiter state the caller must drop (again: a
+    /// failure may have recorded one after the removal forgot it).
+    pub(crate) fn finish(
+        &self,
+        outcomes: impl IntoIterator<Item = (K, EntryHandle<V>, Outcome)>,
+    ) -> Vec<K> {
         let mut removed_in_flight = Vec::new();
-        let now = Instant::now();
-        let mut state = self.state.lock();
-        let was_empty = state.pool.is_empty();
-        let earliest = state.delayed.first_key_value().map(|(key, _)| key.0);
-        for (id, outcome) in outcomes {
-            let Some(queued) = state.entries.get_mut(&id) else {
-                // No longer tracked (the queue closed at shutdown while this batch finished):
-                // a retry's backoff was recorded with nobody left to forget it.
-                if matches!(outcome, Outcome::Retry(_)) {
-                    removed_in_flight.push(id);
+        let mut ended = Vec::new();
+        let mut to_pool = Vec::new();
+        let mut to_delay = Vec::new();
+        let mut finished = 0;
+        for (id, entry, outcome) in outcomes {
+            finished += 1;
+            let retried = matches!(outcome, Outcome::Retry(_));
+            let changed = entry.update_queue_state(|state| {
+                let QueueSlot::Running { again, removed } = state.slot else { return None };
+                let slot = if removed {
+                    QueueSlot::Idle
+                } else if again || outcome == Outcome::Retry(Duration::ZERO) {
+                    QueueSlot::Queued
+                } else if retried {
+                    return None; // delayed, under the lock
+                } else {
+                    QueueSlot::Idle
+                };
+                Some(QueueState { slot, backed_off: retried && !removed })
+            });
+            match changed {
+                Ok(previous) => {
+                    if matches!(previous.slot, QueueSlot::Running { removed: true, .. }) {
+                        if retried {
+                            removed_in_flight.push(id.clone());
+                        }
+                        ended.push((id, entry));
+                    } else if matches!(previous.slot, QueueSlot::Running { again: true, .. })
+                        || outcome == Outcome::Retry(Duration::ZERO)
+                    {
+                        to_pool.push((Queued { id, entry }, retried));
+                    }
                 }
-                continue;
-            };
-            let Slot::Running { again, removed } = queued.slot else {
-                continue;
-            };
-            // A retry asked the limiter; anything else was followed by a `forget`.
-            queued.backed_off = matches!(outcome, Outcome::Retry(_));
-            if again {
-                queued_to_pool(&mut state, id, now);
-            } else if removed {
-                state.entries.remove(&id);
-                removed_in_flight.push(id);
-            } else {
-                match outcome {
-                    Outcome::Done => {
-                        state.entries.remove(&id);
+                Err(QueueState { slot: QueueSlot::Running { .. }, .. }) => {
+                    if let Outcome::Retry(backoff) = outcome {
+                        to_delay.push((Queued { id, entry }, backoff));
                     }
-                    Outcome::Retry(backoff) if backoff.is_zero() => {
-                        queued_to_pool(&mut state, id, now)
+                }
+                Err(_) => {
+                    // Not in flight any more: only a closed queue lets go of its entries.
+                    if retried {
+                        removed_in_flight.push(id);
                     }
-                    Outcome::Retry(backoff) => state.delay(id, now + backoff),
                 }
             }
         }
-        if state.entries.is_empty() && state.entries.capacity() > SHRINK_ABOVE {
-            // Idle again after a large sweep: give the memory back.
-            state.entries = HashMap::default();
-            state.batches = VecDeque::new();
+        decrement(&self.running, finished);
+        if to_pool.is_empty() && to_delay.is_empty() {
+            self.release(&ended);
+            return removed_in_flight;
         }
-        let new_earliest = state.delayed.first_key_value().map(|(key, _)| key.0);
-        let wake = (was_empty && !state.pool.is_empty())
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            // Shut down while this batch ran: nothing is queued any more, and a retry's
+            // backoff was recorded with nobody left to forget it.
+            let retried = to_pool.into_iter().filter(|(_, retried)| *retried);
+            removed_in_flight.extend(retried.map(|(item, _)| item.id));
+            removed_in_flight.extend(to_delay.into_iter().map(|(item, _)| item.id));
+            return removed_in_flight;
+        }
+        let was_empty = inner.pool.is_empty();
+        let earliest = inner.delayed.earliest();
+        let mut queued = to_pool.len();
+        for (item, backoff) in to_delay {
+            let ticket = inner.delayed.ticket();
+            let changed = item.entry.update_queue_state(|state| {
+                let QueueSlot::Running { again, removed } = state.slot else { return None };
+                let slot = if removed {
+                    QueueSlot::Idle
+                } else if again {
+                    QueueSlot::Queued
+                } else {
+                    QueueSlot::Delayed { ticket }
+                };
+                Some(QueueState { slot, backed_off: !removed })
+            });
+            match changed {
+                Ok(QueueState { slot: QueueSlot::Running { removed: true, .. }, .. }) => {
+                    removed_in_flight.push(item.id.clone());
+                    ended.push((item.id, item.entry));
+                }
+                Ok(QueueState { slot: QueueSlot::Running { again: true, .. }, .. }) => {
+                    to_pool.push((item, true));
+                    queued += 1;
+                }
+                Ok(_) => inner.delayed.insert(ticket, now + backoff, item),
+                Err(_) => {}
+            }
+        }
+        self.queued.fetch_add(queued, Ordering::Relaxed);
+        inner.pool.extend(to_pool.into_iter().map(|(item, _)| Pooled { item, due: now }));
+        let new_earliest = inner.delayed.earliest();
+        let wake = (was_empty && !inner.pool.is_empty())
             || new_earliest.is_some_and(|new| earliest.is_none_or(|old| new < old));
-        drop(state);
+        drop(inner);
         if wake {
             self.dispatcher_wake.notify_one();
         }
+        self.release(&ended);
         removed_in_flight
     }
 
     /// Moves every retry whose deadline passed into the pool; returns the next deadline.
     pub(crate) fn promote_due(&self) -> Option<Instant> {
         let now = Instant::now();
-        let mut state = self.state.lock();
-        while let Some(entry) = state.delayed.first_entry() {
-            if entry.key().0 > now {
-                return Some(entry.key().0);
+        let mut inner = self.inner.lock();
+        let mut promoted = 0;
+        let next = loop {
+            let Some(entry) = inner.delayed.by_deadline.first_entry() else { break None };
+            let (deadline, ticket) = *entry.key();
+            if deadline > now {
+                break Some(deadline);
             }
-            let id = entry.remove();
-            queued_to_pool(&mut state, id, now);
-        }
-        None
+            let item = entry.remove();
+            inner.delayed.deadline_of.remove(&ticket);
+            let queued = item.entry.update_queue_state(|state| {
+                (state.slot == QueueSlot::Delayed { ticket })
+                    .then_some(QueueState { slot: QueueSlot::Queued, ..state })
+            });
+            if queued.is_ok() {
+                promoted += 1;
+                inner.pool.push(Pooled { item, due: now });
+            }
+        };
+        self.queued.fetch_add(promoted, Ordering::Relaxed);
+        next
     }
 
-    /// Whether ids wait for the batcher.
+    /// Whether entries wait for the batcher.
     pub(crate) fn has_pooled(&self) -> bool {
-        !self.state.lock().pool.is_empty()
+        !self.inner.lock().pool.is_empty()
     }
 
     /// Waits until the dispatcher has something new to look at.
@@ -445,103 +730,151 @@ where
         self.dispatcher_wake.notified().await;
     }
 
-    /// Stops queueing for good: clears every slot (shutdown). Later adds are ignored.
+    /// Stops queueing for good: drops every queued, delayed and in-flight entry (shutdown).
+    /// Later adds are ignored.
     pub(crate) fn close(&self) {
-        let mut state = self.state.lock();
-        state.closed = true;
-        state.entries = HashMap::default();
-        state.pool = Vec::new();
-        state.batches = VecDeque::new();
-        state.batched_ids = 0;
-        state.delayed = BTreeMap::new();
+        let mut inner = self.inner.lock();
+        inner.closed = true;
+        inner.pool = Vec::new();
+        inner.items = VecDeque::new();
+        inner.marks = VecDeque::new();
+        inner.delayed = Delayed::new();
+        self.queued.store(0, Ordering::Relaxed);
+        self.running.store(0, Ordering::Relaxed);
+        drop(inner);
+        *self.retired.lock() = HashMap::default();
+        self.retired_count.store(0, Ordering::Release);
+    }
+
+    /// Wakes up to `batches` idle workers (the rest follow by chained wake-ups).
+    fn wake_workers(&self, batches: usize) {
+        let idle = self.idle.load(Ordering::SeqCst);
+        for _ in 0..batches.min(idle).min(WAKE_LIMIT) {
+            self.batch_ready.notify_one();
+        }
+    }
+
+    /// Queues a sweep's claimed entries: as batches of `size`, keeping a last short run back
+    /// unless `last`, or into the pool.
+    fn push_swept(&self, items: &mut Vec<Queued<K, V>>, size: Option<NonZeroUsize>, last: bool) {
+        let count = items.len();
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            items.clear();
+            return;
+        }
+        let pushed = match size {
+            Some(size) => {
+                let size = size.get();
+                let full = if last { count } else { count - count % size };
+                let mut left = full;
+                while left > 0 {
+                    let len = left.min(size);
+                    inner.marks.push_back(Mark { len, due: now });
+                    left -= len;
+                }
+                inner.items.extend(items.drain(..full));
+                self.queued.fetch_add(full, Ordering::Relaxed);
+                full.div_ceil(size)
+            }
+            None => {
+                let was_empty = inner.pool.is_empty();
+                inner.pool.extend(items.drain(..).map(|item| Pooled { item, due: now }));
+                self.queued.fetch_add(count, Ordering::Relaxed);
+                drop(inner);
+                if was_empty {
+                    self.dispatcher_wake.notify_one();
+                }
+                return;
+            }
+        };
+        drop(inner);
+        self.wake_workers(pushed);
     }
 
     /// The queue's figures now.
     #[cfg(test)]
     pub(crate) fn stats(&self) -> QueueStats {
-        let state = self.state.lock();
-        let mut stats = QueueStats { tracked: state.entries.len(), ..QueueStats::default() };
-        for queued in state.entries.values() {
-            match queued.slot {
-                Slot::Pooled | Slot::Batching | Slot::Batched => stats.ready += 1,
-                Slot::Delayed(_) => stats.delayed += 1,
-                Slot::Running { .. } => stats.running += 1,
-            }
-        }
-        stats
+        let inner = self.inner.lock();
+        let ready = self.queued.load(Ordering::Relaxed);
+        let running = self.running.load(Ordering::Relaxed);
+        let delayed = inner.delayed.len();
+        QueueStats { tracked: ready + running + delayed, ready, delayed, running }
     }
+}
+
+/// Takes `n` from `counter`, never below 0 (a shutdown may have reset it); returns what is
+/// left.
+fn decrement(counter: &AtomicUsize, n: usize) -> usize {
+    if n == 0 {
+        return counter.load(Ordering::Relaxed);
+    }
+    let previous = counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)))
+        .unwrap_or_else(|c| c);
+    previous.saturating_sub(n)
 }
 
 /// At most this many workers are woken at once; the rest follow by chained wake-ups.
 const WAKE_LIMIT: usize = 64;
 
-/// An empty queue whose tables hold room for more ids than this releases them.
+/// A drained batch deque holding room for more entries than this releases it.
 const SHRINK_ABOVE: usize = 4096;
 
-fn queued_to_pool<K: Hash + Eq + Clone, V>(state: &mut State<K, V>, id: K, now: Instant) {
-    if let Some(queued) = state.entries.get_mut(&id) {
-        queued.slot = Slot::Pooled;
-        queued.due_at = now;
-        state.pool.push(id);
+/// Counts a worker idle while it lives (dropped when it gets a batch or is cancelled).
+struct IdleGuard<'a>(&'a AtomicUsize);
+
+impl<'a> IdleGuard<'a> {
+    fn enter(idle: &'a AtomicUsize) -> Self {
+        idle.fetch_add(1, Ordering::SeqCst);
+        Self(idle)
     }
 }
 
-impl<K: Hash + Eq + Clone, V> State<K, V> {
-    fn depth(&self) -> usize {
-        self.pool.len() + self.batched_ids
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
 
-    /// Makes `id` due; returns whether it was not due already.
-    fn add(&mut self, id: K, entry: EntryHandle<V>, now: Instant) -> bool {
-        if self.closed {
-            return false;
-        }
-        match self.entries.entry(id) {
-            hash_map::Entry::Vacant(vacant) => {
-                self.pool.push(vacant.key().clone());
-                vacant.insert(QueueEntry {
-                    entry,
-                    slot: Slot::Pooled,
-                    due_at: now,
-                    backed_off: false,
-                });
-                true
-            }
-            hash_map::Entry::Occupied(mut occupied) => {
-                let queued = occupied.get_mut();
-                if !queued.entry.same_entry(&entry) {
-                    // The id was deleted and created again: the live entry is the one to sync.
-                    if entry.state() == EntryState::Removed {
-                        return false;
-                    }
-                    queued.entry = entry;
+/// A sweep hands its claimed entries to the queue this many at a time.
+const SWEEP_CHUNK: usize = 4096;
+
+/// A sweep's hand into the queue: claims each due entry with one compare-and-swap and queues
+/// the claimed ones a chunk at a time.
+pub(crate) struct Sweeper<'q, K, V> {
+    queue: &'q WorkQueue<K, V>,
+    batch_size: Option<NonZeroUsize>,
+    items: Vec<Queued<K, V>>,
+    added: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Sweeper<'_, K, V> {
+    /// Makes `entry` due, unless it is due already; an entry in flight runs once more after.
+    pub(crate) fn offer(&mut self, id: &K, entry: &EntryHandle<V>) {
+        match self.queue.claim(entry) {
+            Claim::Queued => {
+                if self.items.capacity() == 0 {
+                    self.items.reserve(SWEEP_CHUNK);
                 }
-                match &mut queued.slot {
-                    Slot::Pooled | Slot::Batching | Slot::Batched => false,
-                    Slot::Running { again, removed } => {
-                        *again = true;
-                        *removed = false;
-                        true
-                    }
-                    Slot::Delayed(key) => {
-                        self.delayed.remove(key);
-                        queued.slot = Slot::Pooled;
-                        queued.due_at = now;
-                        self.pool.push(occupied.key().clone());
-                        true
-                    }
+                self.items.push(Queued { id: id.clone(), entry: entry.clone() });
+                self.added += 1;
+                if self.items.len() >= SWEEP_CHUNK {
+                    self.queue.push_swept(&mut self.items, self.batch_size, false);
                 }
             }
+            Claim::Again => self.added += 1,
+            Claim::Already => {}
         }
     }
 
-    fn delay(&mut self, id: K, deadline: Instant) {
-        let key = (deadline, self.next_delay_seq);
-        self.next_delay_seq += 1;
-        if let Some(queued) = self.entries.get_mut(&id) {
-            queued.slot = Slot::Delayed(key);
-            self.delayed.insert(key, id);
+    /// Queues what is left; returns how many entries the sweep made due.
+    pub(crate) fn finish(mut self) -> usize {
+        if !self.items.is_empty() {
+            self.queue.push_swept(&mut self.items, self.batch_size, true);
         }
+        self.added
     }
 }
 
@@ -549,41 +882,74 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
 mod tests {
     use super::*;
 
-    fn queue() -> WorkQueue<&'static str, u32> {
+    type Queue = WorkQueue<&'static str, u32>;
+
+    fn queue() -> Queue {
         WorkQueue::new()
+    }
+
+    fn pop(queue: &Queue) -> Option<Vec<TakenItem<&'static str, u32>>> {
+        let mut into = Vec::new();
+        queue.pop_batch(&mut Vec::new(), &mut into).map(|_| into)
     }
 
     fn ids(batch: &[TakenItem<&'static str, u32>]) -> Vec<&'static str> {
         batch.iter().map(|item| item.id).collect()
     }
 
-    /// Takes the pool and queues it as one batch, as the dispatcher does.
-    fn batch_all(queue: &WorkQueue<&'static str, u32>) {
-        let taken: Vec<_> = queue.take_pool().into_iter().map(|item| item.id).collect();
-        queue.push_batches(&taken, vec![taken.clone()]);
+    /// Batches the pool as one batch, as the dispatcher does with a batcher.
+    fn batch_all(queue: &Queue) {
+        let taken = queue.take_pool();
+        let due = taken.iter().map(|p| p.due).min().unwrap_or_else(Instant::now);
+        queue.push_batches(vec![(taken.into_iter().map(|p| p.item).collect(), due)]);
+    }
+
+    fn finish(queue: &Queue, batch: Vec<TakenItem<&'static str, u32>>, outcome: Outcome) {
+        queue.finish(batch.into_iter().map(|t| (t.id, t.entry, outcome)));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_id_is_queued_once_and_runs_again_if_added_in_flight() {
+    async fn an_entry_is_queued_once_and_runs_again_if_added_in_flight() {
         let queue = queue();
         let a = EntryHandle::new(1);
-        queue.add("a", a.clone());
-        queue.add("a", a.clone());
+        assert!(queue.add("a", a.clone()));
+        assert!(!queue.add("a", a.clone()), "already due");
         batch_all(&queue);
-        let batch = queue.pop_batch().unwrap();
-        assert_eq!(ids(&batch.items), ["a"]);
-        assert!(queue.pop_batch().is_none());
+        let batch = pop(&queue).unwrap();
+        assert_eq!(ids(&batch), ["a"]);
+        assert!(pop(&queue).is_none());
 
-        queue.add("a", a.clone()); // while in flight: never dispatched twice at once
+        assert!(queue.add("a", a.clone())); // while in flight: never dispatched twice at once
+        let mut sweep = queue.sweeper(Some(NonZeroUsize::MIN));
+        sweep.offer(&"a", &a); // a sweep too
+        assert_eq!(sweep.finish(), 0, "flagged once");
         batch_all(&queue);
-        assert!(queue.pop_batch().is_none());
+        assert!(pop(&queue).is_none());
         assert_eq!(queue.stats().running, 1);
 
-        queue.finish([("a", Outcome::Done)]);
+        finish(&queue, batch, Outcome::Done);
         batch_all(&queue);
-        assert_eq!(ids(&queue.pop_batch().unwrap().items), ["a"], "runs once more after");
-        queue.finish([("a", Outcome::Done)]);
+        let again = pop(&queue).unwrap();
+        assert_eq!(ids(&again), ["a"], "runs once more after");
+        finish(&queue, again, Outcome::Done);
         assert_eq!(queue.stats(), QueueStats::default());
+        assert_eq!(a.queue_state(), QueueState::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_batches_by_size_and_skips_what_is_due() {
+        let queue = queue();
+        let entries: Vec<_> = (0..5).map(EntryHandle::new).collect();
+        queue.add("c", entries[2].clone()); // due already, in the pool
+        let mut sweep = queue.sweeper(NonZeroUsize::new(2));
+        for (id, entry) in ["a", "b", "c", "d", "e"].iter().zip(&entries) {
+            sweep.offer(id, entry);
+        }
+        assert_eq!(sweep.finish(), 4);
+        assert_eq!(ids(&pop(&queue).unwrap()), ["a", "b"]);
+        assert_eq!(ids(&pop(&queue).unwrap()), ["d", "e"]);
+        assert!(pop(&queue).is_none());
+        assert_eq!(queue.stats().ready, 1, "c waits in the pool");
     }
 
     #[tokio::test(start_paused = true)]
@@ -592,63 +958,108 @@ mod tests {
         let a = EntryHandle::new(1);
         queue.add("a", a.clone());
         batch_all(&queue);
-        queue.pop_batch().unwrap();
-        queue.finish([("a", Outcome::Retry(Duration::from_secs(10)))]);
+        finish(&queue, pop(&queue).unwrap(), Outcome::Retry(Duration::from_secs(10)));
         assert_eq!(queue.stats().delayed, 1);
+        assert!(a.queue_state().backed_off);
         let deadline = queue.promote_due().unwrap();
         assert_eq!(deadline - Instant::now(), Duration::from_secs(10));
 
         tokio::time::advance(Duration::from_secs(3)).await;
-        queue.add("a", a.clone()); // a sweep: the earlier deadline wins
+        let mut sweep = queue.sweeper(None);
+        sweep.offer(&"a", &a); // a sweep: the earlier deadline wins
+        assert_eq!(sweep.finish(), 1);
         assert_eq!(queue.promote_due(), None, "no longer delayed");
-        assert_eq!(queue.stats().ready, 1);
+        assert_eq!(queue.stats(), QueueStats { tracked: 1, ready: 1, ..QueueStats::default() });
 
         batch_all(&queue);
-        queue.pop_batch().unwrap();
-        queue.finish([("a", Outcome::Retry(Duration::from_secs(1)))]);
+        let batch = pop(&queue).unwrap();
+        assert!(batch[0].backed_off, "the limiter still holds its failures");
+        finish(&queue, batch, Outcome::Retry(Duration::from_secs(1)));
         assert!(queue.promote_due().is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(queue.promote_due(), None);
         assert!(queue.has_pooled());
+
+        batch_all(&queue);
+        finish(&queue, pop(&queue).unwrap(), Outcome::Retry(Duration::ZERO));
+        assert!(queue.has_pooled(), "no backoff: due at once");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_removed_id_is_not_queued_again_but_a_new_entry_is() {
+    async fn a_removed_entry_leaves_the_queue_wherever_it_is() {
         let queue = queue();
-        let old = EntryHandle::new(1);
-        queue.add("a", old.clone());
+        // In flight: not queued again, and its backoff is handed back to forget.
+        let a = EntryHandle::new(1);
+        queue.add("a", a.clone());
         batch_all(&queue);
-        queue.pop_batch().unwrap();
-
-        queue.remove(&"a", &old);
-        queue.finish([("a", Outcome::Retry(Duration::from_secs(1)))]);
+        let batch = pop(&queue).unwrap();
+        queue.add("a", a.clone());
+        a.mark_removed();
+        queue.remove(&"a", &a);
+        let forget = queue.finish(
+            batch.into_iter().map(|t| (t.id, t.entry, Outcome::Retry(Duration::from_secs(1)))),
+        );
+        assert_eq!(forget, ["a"]);
         assert_eq!(queue.stats(), QueueStats::default(), "removed while in flight: dropped");
 
-        queue.add("a", old.clone());
+        // Queued: the worker skips it.
+        let b = EntryHandle::new(2);
+        queue.add("b", b.clone());
         batch_all(&queue);
-        queue.pop_batch().unwrap();
+        b.mark_removed();
+        queue.remove(&"b", &b);
+        assert_eq!(queue.stats(), QueueStats::default());
+        assert!(pop(&queue).is_none());
+
+        // Delayed: its retry is dropped.
+        let c = EntryHandle::new(3);
+        queue.add("c", c.clone());
+        batch_all(&queue);
+        finish(&queue, pop(&queue).unwrap(), Outcome::Retry(Duration::from_secs(5)));
+        assert_eq!(queue.stats().delayed, 1);
+        c.mark_removed();
+        queue.remove(&"c", &c);
+        assert_eq!(queue.stats(), QueueStats::default());
+        assert_eq!(queue.promote_due(), None);
+
+        // Deleted and created again while in flight: the new entry waits for the old one.
+        let old = EntryHandle::new(4);
+        queue.add("d", old.clone());
+        batch_all(&queue);
+        let batch = pop(&queue).unwrap();
         old.mark_removed();
-        let new = EntryHandle::new(2);
-        queue.add("a", new.clone()); // deleted and created again while in flight
-        queue.remove(&"a", &old); // the old entry's removal arrives late: ignored
-        queue.finish([("a", Outcome::Done)]);
+        queue.remove(&"d", &old);
+        let new = EntryHandle::new(5);
+        assert!(queue.add("d", new.clone()));
+        queue.add("e", EntryHandle::new(6));
         batch_all(&queue);
-        let batch = queue.pop_batch().unwrap();
-        assert!(batch.items[0].entry.same_entry(&new));
+        assert_eq!(ids(&pop(&queue).unwrap()), ["e"], "d waits: never two in flight");
+        assert!(pop(&queue).is_none());
+        finish(&queue, batch, Outcome::Done);
+        batch_all(&queue);
+        let next = pop(&queue).unwrap();
+        assert!(next[0].entry.same_entry(&new), "released when the old one ended");
+        finish(&queue, next, Outcome::Done);
+        assert_eq!(queue.stats().tracked, 1, "e is still in flight");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn ids_the_batcher_drops_repeats_or_invents_are_handled() {
+    async fn entries_the_batcher_leaves_out_or_fails_on_are_handled() {
         let queue = queue();
-        for id in ["a", "b", "c"] {
+        for id in ["a", "b"] {
             queue.add(id, EntryHandle::new(0));
         }
-        let taken: Vec<_> = queue.take_pool().into_iter().map(|item| item.id).collect();
-        queue.push_batches(&taken, vec![vec!["a", "a", "x"], vec!["a", "b"]]);
-        assert_eq!(ids(&queue.pop_batch().unwrap().items), ["a"]);
-        assert_eq!(ids(&queue.pop_batch().unwrap().items), ["b"]);
-        assert!(queue.pop_batch().is_none());
-        assert_eq!(queue.stats().tracked, 2, "c was left out: it waits for the next sweep");
+        let mut taken = queue.take_pool().into_iter().map(|p| p.item);
+        let a = taken.next().unwrap();
+        a.entry.update_queue_state(|s| Some(QueueState { backed_off: true, ..s })).unwrap();
+        let forget = queue.leave([a]);
+        assert_eq!(forget, ["a"], "left out, with limiter state to drop");
+        assert_eq!(queue.stats().tracked, 1);
+
+        let b = taken.next().unwrap();
+        let gone = queue.fail_batching(vec![(b, Duration::from_secs(5))]);
+        assert!(gone.is_empty());
+        assert_eq!(queue.stats(), QueueStats { tracked: 1, delayed: 1, ..QueueStats::default() });
     }
 
     #[tokio::test(start_paused = true)]
@@ -656,25 +1067,37 @@ mod tests {
         let queue = queue();
         queue.add("a", EntryHandle::new(1));
         queue.add("b", EntryHandle::new(2));
+        queue.add("c", EntryHandle::new(3));
         batch_all(&queue);
-        queue.pop_batch().unwrap();
+        let batch = pop(&queue).unwrap();
         queue.close(); // shutdown while the batch was in flight
-        let forget =
-            queue.finish([("a", Outcome::Retry(Duration::from_secs(1))), ("b", Outcome::Done)]);
-        assert_eq!(forget, ["a"], "the retry's backoff must be forgotten; a success has none");
+        let forget = queue.finish(batch.into_iter().map(|t| {
+            let outcome = match t.id {
+                "a" => Outcome::Retry(Duration::from_secs(1)),
+                "b" => Outcome::Retry(Duration::ZERO),
+                _ => Outcome::Done,
+            };
+            (t.id, t.entry, outcome)
+        }));
+        assert_eq!(
+            forget,
+            ["b", "a"],
+            "the retries' backoff must be forgotten; a success has none"
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_batching_delays_each_id_and_close_drops_everything() {
+    async fn close_drops_everything_and_ignores_later_adds() {
         let queue = queue();
         queue.add("a", EntryHandle::new(0));
-        let taken = queue.take_pool();
-        queue.fail_batching(
-            taken.into_iter().map(|item| (item.id, Duration::from_secs(5))).collect(),
-        );
-        assert_eq!(queue.stats().delayed, 1);
+        let b = EntryHandle::new(0);
+        queue.add("b", b.clone());
+        batch_all(&queue);
+        let batch = pop(&queue).unwrap();
         queue.close();
-        queue.add("b", EntryHandle::new(0));
+        queue.add("c", EntryHandle::new(0));
+        finish(&queue, batch, Outcome::Retry(Duration::from_secs(1)));
         assert_eq!(queue.stats(), QueueStats::default());
+        assert!(!queue.has_pooled());
     }
 }
