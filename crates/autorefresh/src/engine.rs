@@ -324,32 +324,37 @@ pub(crate) async fn run_worker<K, V>(
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Item,
 {
-    let mut service = shared.sync.clone();
-    let mut scratch = Scratch::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            info = shared.queue.next_batch(&mut scratch.popped, &mut scratch.taken) => {
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return,
-                    outcome = AssertUnwindSafe(sync_batch(&shared, index, &mut service, info, &mut scratch)).catch_unwind() => {
-                        if let Err(panic) = outcome {
-                            // User code outside the sync function (a limiter, metrics) panicked:
-                            // this worker goes on, with a fresh service.
-                            tracing::error!(
-                                cache = %shared.name,
-                                panic = panic_message(&*panic),
-                                "a worker caught a panic outside the sync function"
-                            );
-                            service = shared.sync.clone();
-                            scratch = Scratch::new();
-                        }
-                    }
-                }
+    // The cancellation is watched once for the worker's life, not once per batch: a
+    // `cancelled()` future registers with the token's shared lock each time it is made.
+    let work = async {
+        let mut service = shared.sync.clone();
+        let mut scratch = Scratch::new();
+        loop {
+            let info = shared.queue.next_batch(&mut scratch.popped, &mut scratch.taken).await;
+            let outcome =
+                AssertUnwindSafe(sync_batch(&shared, index, &mut service, info, &mut scratch))
+                    .catch_unwind()
+                    .await;
+            if let Err(panic) = outcome {
+                // User code outside the sync function (a limiter, metrics) panicked: this
+                // worker goes on, with a fresh service.
+                tracing::error!(
+                    cache = %shared.name,
+                    panic = panic_message(&*panic),
+                    "a worker caught a panic outside the sync function"
+                );
+                service = shared.sync.clone();
+                scratch = Scratch::new();
             }
+            // Batches that complete at once never wait: yield now and then, so that the
+            // cancellation and the other tasks get their turn.
+            tokio::task::consume_budget().await;
         }
+    };
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => {}
+        () = work => {}
     }
 }
 
