@@ -76,8 +76,8 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    /// Tickets of [`QueueSlot::Delayed`] are kept modulo this (56 bits).
-    pub const TICKET_LIMIT: u64 = 1 << 56;
+    /// Tickets of [`QueueSlot::Delayed`] are kept modulo this (48 bits).
+    pub const TICKET_LIMIT: u64 = 1 << 48;
 
     const TAG: u64 = 0b11;
     const QUEUED: u64 = 1;
@@ -86,7 +86,10 @@ impl QueueState {
     const AGAIN: u64 = 1 << 2;
     const BACKED_OFF: u64 = 1 << 3;
     const REMOVED: u64 = 1 << 4;
-    const TICKET_SHIFT: u32 = 8;
+    const TICKET_SHIFT: u32 = 16;
+    /// The bits of the word that are the queue state's; the rest are the entry's own.
+    const MASK: u64 =
+        Self::TAG | Self::AGAIN | Self::BACKED_OFF | Self::REMOVED | !0 << Self::TICKET_SHIFT;
 
     fn encode(self) -> u64 {
         let slot = match self.slot {
@@ -120,18 +123,36 @@ impl QueueState {
 
 /// What the `Arc` of an [`EntryHandle`] holds.
 struct Shared<V> {
-    /// The [`QueueState`], encoded.
-    queue: AtomicU64,
+    /// One word: the [`QueueState`] (its bits, [`QueueState::MASK`]), the [`EntryState`] and
+    /// the unchanged streak. The last two change only under the write lock, so a reader
+    /// holding the lock sees them stable; keeping them here rather than in the cell keeps the
+    /// whole entry in the allocation size class it had before the queue state was added.
+    word: AtomicU64,
     cell: RwLock<Cell<V>>,
+}
+
+/// Where the entry's [`EntryState`] and unchanged streak sit in its word.
+const STATE_SHIFT: u32 = 5;
+const STATE_BITS: u64 = 0b11 << STATE_SHIFT;
+const STREAK_SHIFT: u32 = 8;
+const STREAK_BITS: u64 = 0xff << STREAK_SHIFT;
+
+fn state_of(word: u64) -> EntryState {
+    match (word & STATE_BITS) >> STATE_SHIFT {
+        0 => EntryState::Live,
+        1 => EntryState::DeletePending,
+        _ => EntryState::Removed,
+    }
+}
+
+fn streak_of(word: u64) -> u8 {
+    ((word & STREAK_BITS) >> STREAK_SHIFT) as u8
 }
 
 struct Cell<V> {
     item: V,
     version: u64,
-    state: EntryState,
     refreshed_at: u64,
-    /// Refreshes in a row that changed nothing (engine bookkeeping for adaptive refresh).
-    unchanged: u8,
 }
 
 /// What [`EntryHandle::snapshot`] read.
@@ -192,7 +213,7 @@ impl<V> fmt::Debug for EntryHandle<V> {
         let cell = self.read();
         f.debug_struct("EntryHandle")
             .field("version", &cell.version)
-            .field("state", &cell.state)
+            .field("state", &self.life())
             .field("queue", &self.queue_state())
             .finish_non_exhaustive()
     }
@@ -201,9 +222,41 @@ impl<V> fmt::Debug for EntryHandle<V> {
 impl<V> EntryHandle<V> {
     /// A new live entry holding `item`.
     pub fn new(item: V) -> Self {
-        let cell =
-            Cell { item, version: 0, state: EntryState::Live, refreshed_at: 0, unchanged: 0 };
-        Self { shared: Arc::new(Shared { queue: AtomicU64::new(0), cell: RwLock::new(cell) }) }
+        let cell = Cell { item, version: 0, refreshed_at: 0 };
+        Self { shared: Arc::new(Shared { word: AtomicU64::new(0), cell: RwLock::new(cell) }) }
+    }
+
+    /// The entry's state, from its word.
+    fn life(&self) -> EntryState {
+        state_of(self.shared.word.load(Ordering::Acquire))
+    }
+
+    /// The unchanged streak, from the entry's word.
+    fn streak(&self) -> u8 {
+        streak_of(self.shared.word.load(Ordering::Acquire))
+    }
+
+    /// Replaces the `bits` of the entry's own part of its word with `value`, leaving the
+    /// queue state as it is. Called only under the write lock.
+    fn set_bits(&self, bits: u64, value: u64) {
+        let word = &self.shared.word;
+        if word.load(Ordering::Relaxed) & bits == value {
+            return;
+        }
+        let _ = word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| Some(w & !bits | value));
+    }
+
+    fn set_life(&self, state: EntryState) {
+        let value = match state {
+            EntryState::Live => 0,
+            EntryState::DeletePending => 1,
+            EntryState::Removed => 2,
+        };
+        self.set_bits(STATE_BITS, value << STATE_SHIFT);
+    }
+
+    fn set_streak(&self, streak: u8) {
+        self.set_bits(STREAK_BITS, u64::from(streak) << STREAK_SHIFT);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Cell<V>> {
@@ -216,7 +269,7 @@ impl<V> EntryHandle<V> {
 
     /// The entry's [`QueueState`]: engine bookkeeping, read without the entry's lock.
     pub fn queue_state(&self) -> QueueState {
-        QueueState::decode(self.shared.queue.load(Ordering::Acquire))
+        QueueState::decode(self.shared.word.load(Ordering::Acquire))
     }
 
     /// Changes the entry's [`QueueState`] atomically: calls `f` with the current state until
@@ -228,9 +281,9 @@ impl<V> EntryHandle<V> {
         mut f: impl FnMut(QueueState) -> Option<QueueState>,
     ) -> Result<QueueState, QueueState> {
         self.shared
-            .queue
+            .word
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                f(QueueState::decode(word)).map(QueueState::encode)
+                f(QueueState::decode(word)).map(|state| word & !QueueState::MASK | state.encode())
             })
             .map(QueueState::decode)
             .map_err(QueueState::decode)
@@ -246,7 +299,7 @@ impl<V> EntryHandle<V> {
     /// cloning the value. `f` must not call back into this entry.
     pub fn inspect<R>(&self, f: impl FnOnce(&V, EntryState, u64) -> R) -> R {
         let cell = self.read();
-        f(&cell.item, cell.state, cell.refreshed_at)
+        f(&cell.item, self.life(), cell.refreshed_at)
     }
 
     /// As [`inspect`](Self::inspect), also passing the entry's unchanged streak (see
@@ -266,7 +319,8 @@ impl<V> EntryHandle<V> {
     /// ```
     pub fn inspect_streak<R>(&self, f: impl FnOnce(&V, EntryState, u64, u8) -> R) -> R {
         let cell = self.read();
-        f(&cell.item, cell.state, cell.refreshed_at, cell.unchanged)
+        let word = self.shared.word.load(Ordering::Acquire);
+        f(&cell.item, state_of(word), cell.refreshed_at, streak_of(word))
     }
 
     /// How many refreshes in a row left the value unchanged (saturating at `u8::MAX`): engine
@@ -289,23 +343,23 @@ impl<V> EntryHandle<V> {
     /// assert_eq!(entry.unchanged_streak(), 0);
     /// ```
     pub fn unchanged_streak(&self) -> u8 {
-        self.read().unchanged
+        self.streak()
     }
 
-    /// Where the entry is in its life.
+    /// Where the entry is in its life (read without the entry's lock).
     pub fn state(&self) -> EntryState {
-        self.read().state
+        self.life()
     }
 
     /// Replaces the value (a caller's update) unless the entry was removed; bumps the version.
     pub fn replace(&self, item: V) -> bool {
         let mut cell = self.write();
-        if cell.state == EntryState::Removed {
+        if self.life() == EntryState::Removed {
             return false;
         }
         cell.item = item;
         cell.version += 1;
-        cell.unchanged = 0;
+        self.set_streak(0);
         true
     }
 
@@ -314,12 +368,12 @@ impl<V> EntryHandle<V> {
     /// bumps the version.
     pub fn replace_if_version(&self, version: EntryVersion, item: V) -> bool {
         let mut cell = self.write();
-        if cell.state != EntryState::Live || cell.version != version.0 {
+        if self.life() != EntryState::Live || cell.version != version.0 {
             return false;
         }
         cell.item = item;
         cell.version += 1;
-        cell.unchanged = 0;
+        self.set_streak(0);
         true
     }
 
@@ -330,15 +384,15 @@ impl<V> EntryHandle<V> {
     /// more without an item, reset to 0 with one.
     pub fn apply_refresh(&self, version: EntryVersion, item: Option<V>, ticks: u64) -> bool {
         let mut cell = self.write();
-        if cell.state != EntryState::Live || cell.version != version.0 {
+        if self.life() != EntryState::Live || cell.version != version.0 {
             return false;
         }
         if let Some(item) = item {
             cell.item = item;
             cell.version += 1;
-            cell.unchanged = 0;
+            self.set_streak(0);
         } else {
-            cell.unchanged = cell.unchanged.saturating_add(1);
+            self.set_streak(self.streak().saturating_add(1));
         }
         cell.refreshed_at = cell.refreshed_at.max(ticks);
         true
@@ -347,11 +401,11 @@ impl<V> EntryHandle<V> {
     /// Marks a live entry pending a delayed delete; returns whether it was live (`false` if it
     /// was already pending or removed).
     pub fn mark_delete_pending(&self) -> bool {
-        let mut cell = self.write();
-        if cell.state != EntryState::Live {
+        let _cell = self.write();
+        if self.life() != EntryState::Live {
             return false;
         }
-        cell.state = EntryState::DeletePending;
+        self.set_life(EntryState::DeletePending);
         true
     }
 
@@ -370,17 +424,18 @@ impl<V> EntryHandle<V> {
     /// assert_eq!(entry.state(), EntryState::Removed);
     /// ```
     pub fn mark_removed_if_version(&self, version: EntryVersion) -> bool {
-        let mut cell = self.write();
-        if cell.state != EntryState::Live || cell.version != version.0 {
+        let cell = self.write();
+        if self.life() != EntryState::Live || cell.version != version.0 {
             return false;
         }
-        cell.state = EntryState::Removed;
+        self.set_life(EntryState::Removed);
         true
     }
 
     /// Marks the entry removed from its store. Stores call this for every entry they drop.
     pub fn mark_removed(&self) {
-        self.write().state = EntryState::Removed;
+        let _cell = self.write();
+        self.set_life(EntryState::Removed);
     }
 
     /// When the entry was last refreshed (or created), in ticks of the caller's clock (the
@@ -420,7 +475,7 @@ impl<V: Clone> EntryHandle<V> {
         EntrySnapshot {
             item: cell.item.clone(),
             version: EntryVersion(cell.version),
-            state: cell.state,
+            state: self.life(),
             refreshed_at: cell.refreshed_at,
         }
     }
@@ -442,10 +497,18 @@ mod tests {
             QueueSlot::Delayed { ticket: 0 },
             QueueSlot::Delayed { ticket: QueueState::TICKET_LIMIT - 1 },
         ];
+        let entry = EntryHandle::new(());
+        entry.apply_refresh(entry.snapshot().version, None, 1);
+        entry.mark_delete_pending();
         for slot in slots {
             for backed_off in [false, true] {
                 let state = QueueState { slot, backed_off };
                 assert_eq!(QueueState::decode(state.encode()), state);
+                // The entry's own bits are kept as they are.
+                let _ = entry.update_queue_state(|_| Some(state));
+                assert_eq!(entry.queue_state(), state);
+                assert_eq!(entry.state(), EntryState::DeletePending);
+                assert_eq!(entry.unchanged_streak(), 1);
             }
         }
         let wrapped = QueueState {
