@@ -451,6 +451,14 @@ impl<V> EntryHandle<V> {
         cell.refreshed_at = cell.refreshed_at.max(ticks);
     }
 
+    /// Reads the entry's state word and discards it: a hint, with no effect on the entry. A
+    /// store visiting many entries (see [`Store::for_each_entry`](crate::Store::for_each_entry))
+    /// calls it on a few entries ahead of the one it visits, so that their cache misses overlap
+    /// instead of each waiting for the one before.
+    pub fn prefetch(&self) {
+        std::hint::black_box(self.shared.word.load(Ordering::Relaxed));
+    }
+
     /// Whether both handles refer to the same entry (not merely equal values).
     pub fn same_entry(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
