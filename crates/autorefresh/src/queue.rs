@@ -27,11 +27,19 @@
 //! the queue when its batch ends instead of running again.
 //!
 //! Identity is per entry, not per id: an id deleted and created again gets a new entry, with
-//! its own state word, queued independently of the old one. If the old entry is still in
-//! flight then, the new one may be synced while the old call is still running (the old call's
-//! result is dropped: it applies only to the entry and version it was dispatched with). That
-//! is the one case in which two calls for the same id can overlap; never two for the same
-//! entry.
+//! its own state word, queued independently of the old one. Two syncs for the same id are
+//! still never in flight at once: removing an entry that is in flight records its id in a
+//! small map (`retired`) until its batch ends, and a worker that pops a new entry for an id
+//! recorded there parks it (still `Queued`) until then. Workers look at that map only while it
+//! holds an id (one atomic load otherwise). The record is made when the cache tells the queue
+//! of the removal, just after the store dropped the entry; a new entry created for the id by
+//! another thread and handed to a worker within that instant could overlap with the old
+//! call. The old call's result is dropped either way (it applies only to the entry and
+//! version it was dispatched with).
+//!
+//! For the metrics, the queue counts the entries `Queued` (the depth) and `Running` in two
+//! atomics, changed once per batch or sweep chunk; each batch carries when its oldest entry
+//! became due (the queue latency; a sweep's entries become due when their chunk is queued).
 //!
 //! The queue never calls user code and never touches the store, so its lock is only ever
 //! held to move entries between its deques.
