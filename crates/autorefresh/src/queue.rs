@@ -311,7 +311,9 @@ impl<K: Hash + Eq + Clone, V> WorkQueue<K, V> {
     /// A sweep's hand into the queue: see [`Sweeper::offer`]. With a fixed `batch_size`, it
     /// forms the batches itself as it goes; otherwise it fills the pool for the batcher.
     pub(crate) fn sweeper(&self, batch_size: Option<NonZeroUsize>) -> Sweeper<'_, K, V> {
-        Sweeper { queue: self, batch_size, items: Vec::new(), added: 0 }
+        // Queued in chunks of whole batches (a batch larger than a chunk is one chunk).
+        let chunk = batch_size.map_or(SWEEP_CHUNK, |size| SWEEP_CHUNK.max(size.get()));
+        Sweeper { queue: self, batch_size, chunk, items: Vec::new(), added: 0 }
     }
 
     /// The entry left the store (it is marked removed): a queued one leaves the queue (the
@@ -850,10 +852,14 @@ impl Drop for IdleGuard<'_> {
 const SWEEP_CHUNK: usize = 4096;
 
 /// A sweep's hand into the queue: claims each due entry with one compare-and-swap and queues
-/// the claimed ones a chunk at a time.
-pub(crate) struct Sweeper<'q, K, V> {
+/// the claimed ones a chunk at a time. Dropped without [`finish`](Self::finish) (a sweep that
+/// panicked), it still queues what it claimed: a claimed entry left out would never be queued
+/// again.
+pub(crate) struct Sweeper<'q, K: Hash + Eq + Clone, V> {
     queue: &'q WorkQueue<K, V>,
     batch_size: Option<NonZeroUsize>,
+    /// Claimed entries are queued once this many wait.
+    chunk: usize,
     items: Vec<Queued<K, V>>,
     added: usize,
 }
@@ -864,11 +870,11 @@ impl<K: Hash + Eq + Clone, V> Sweeper<'_, K, V> {
         match self.queue.claim(entry) {
             Claim::Queued => {
                 if self.items.capacity() == 0 {
-                    self.items.reserve(SWEEP_CHUNK);
+                    self.items.reserve(self.chunk);
                 }
                 self.items.push(Queued { id: id.clone(), entry: entry.clone() });
                 self.added += 1;
-                if self.items.len() >= SWEEP_CHUNK {
+                if self.items.len() >= self.chunk {
                     self.queue.push_swept(&mut self.items, self.batch_size, false);
                 }
             }
@@ -879,10 +885,20 @@ impl<K: Hash + Eq + Clone, V> Sweeper<'_, K, V> {
 
     /// Queues what is left; returns how many entries the sweep made due.
     pub(crate) fn finish(mut self) -> usize {
+        self.flush();
+        self.added
+    }
+
+    fn flush(&mut self) {
         if !self.items.is_empty() {
             self.queue.push_swept(&mut self.items, self.batch_size, true);
         }
-        self.added
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Drop for Sweeper<'_, K, V> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -958,6 +974,26 @@ mod tests {
         assert_eq!(ids(&pop(&queue).unwrap()), ["d", "e"]);
         assert!(pop(&queue).is_none());
         assert_eq!(queue.stats().ready, 1, "c waits in the pool");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_queues_batches_larger_than_a_chunk_and_what_it_claimed_if_dropped() {
+        let queue = queue();
+        let size = NonZeroUsize::new(SWEEP_CHUNK + 10).unwrap();
+        let entries: Vec<_> = (0..SWEEP_CHUNK + 15).map(|_| EntryHandle::new(0)).collect();
+        let mut sweep = queue.sweeper(Some(size));
+        for entry in &entries {
+            sweep.offer(&"x", entry);
+        }
+        assert_eq!(sweep.finish(), SWEEP_CHUNK + 15);
+        assert_eq!(pop(&queue).unwrap().len(), SWEEP_CHUNK + 10);
+        assert_eq!(pop(&queue).unwrap().len(), 5);
+
+        let a = EntryHandle::new(0);
+        let mut sweep = queue.sweeper(Some(size));
+        sweep.offer(&"a", &a);
+        drop(sweep); // a sweep that panicked
+        assert_eq!(ids(&pop(&queue).unwrap()), ["a"], "claimed, so queued");
     }
 
     #[tokio::test(start_paused = true)]
