@@ -344,6 +344,9 @@ pub(crate) async fn run_worker<K, V>(
                     "a worker caught a panic outside the sync function"
                 );
                 service = shared.sync.clone();
+                // The batch's entries not yet finished leave the queue (the next sweep brings
+                // them back): left running, they would never be queued again.
+                shared.queue.finish(scratch.stranded());
                 scratch = Scratch::new();
             }
             // Batches that complete at once never wait: yield now and then, so that the
@@ -358,17 +361,38 @@ pub(crate) async fn run_worker<K, V>(
     }
 }
 
-/// A worker's buffers, kept from batch to batch so that a batch allocates little.
+/// A worker's buffers, kept from batch to batch so that a batch allocates little. Every
+/// entry of the batch is in one of them until the queue is told how it ended, so that a
+/// panic in user code midway leaves none of them running (see [`Scratch::stranded`]).
 struct Scratch<K, V> {
     popped: Vec<Queued<K, V>>,
     taken: Vec<TakenItem<K, V>>,
+    /// Taken entries that need no sync (not live, or terminal), with their `backed_off`.
+    skipped: Vec<(K, EntryHandle<V>, bool)>,
     dispatched: Vec<Dispatched<K, V>>,
+    /// How each dispatched entry ended, in the order of `dispatched`.
+    outcomes: Vec<Outcome>,
     changes: Vec<Change<V>>,
 }
 
 impl<K, V> Scratch<K, V> {
     fn new() -> Self {
-        Self { popped: Vec::new(), taken: Vec::new(), dispatched: Vec::new(), changes: Vec::new() }
+        Self {
+            popped: Vec::new(),
+            taken: Vec::new(),
+            skipped: Vec::new(),
+            dispatched: Vec::new(),
+            outcomes: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The entries of a batch abandoned by a panic, as `Done`.
+    fn stranded(&mut self) -> impl Iterator<Item = (K, EntryHandle<V>, Outcome)> + '_ {
+        let taken = self.taken.drain(..).map(|t| (t.id, t.entry));
+        let skipped = self.skipped.drain(..).map(|(id, entry, _)| (id, entry));
+        let dispatched = self.dispatched.drain(..).map(|d| (d.id, d.entry));
+        taken.chain(skipped).chain(dispatched).map(|(id, entry)| (id, entry, Outcome::Done))
     }
 }
 
@@ -396,10 +420,9 @@ async fn sync_batch<K, V>(
     shared.metrics.queue_latency(popped_at.saturating_duration_since(info.oldest_due));
     shared.metrics.queue_depth(info.depth);
     let dispatched = &mut scratch.dispatched;
-    dispatched.clear();
     let mut wrappers = Vec::with_capacity(scratch.taken.len());
     let mut stalest = now;
-    let mut not_synced = Vec::new();
+    // No user code runs in this loop (`is_terminal` is caught): no entry can be lost to it.
     for TakenItem { id, entry, backed_off } in scratch.taken.drain(..) {
         let snapshot = entry.snapshot();
         if snapshot.state == EntryState::Live && !is_terminal(&snapshot.item) {
@@ -407,15 +430,21 @@ async fn sync_batch<K, V>(
             wrappers.push(ItemWrapper::new(id.clone(), snapshot.item));
             dispatched.push(Dispatched { id, entry, version: snapshot.version, backed_off });
         } else {
-            if backed_off {
-                shared.limiter.forget(&id);
-            }
-            not_synced.push((id, entry, Outcome::Done));
+            scratch.skipped.push((id, entry, backed_off));
         }
     }
-    if !not_synced.is_empty() {
-        for id in shared.queue.finish(not_synced) {
-            shared.limiter.forget(&id);
+    if !scratch.skipped.is_empty() {
+        // Finished first, then the limiter told: a panic there strands nothing.
+        let mut forget = Vec::new();
+        let done = scratch.skipped.drain(..).map(|(id, entry, backed_off)| {
+            if backed_off {
+                forget.push(id.clone());
+            }
+            (id, entry, Outcome::Done)
+        });
+        let removed = shared.queue.finish(done);
+        for id in forget.iter().chain(&removed) {
+            shared.limiter.forget(id);
         }
     }
     if dispatched.is_empty() {
@@ -471,8 +500,11 @@ async fn sync_batch<K, V>(
         shared.metrics.sync_error(kind, dispatched.len());
         shared.metrics.retried(dispatched.len());
     }
-    let outcomes = dispatched.drain(..).map(|d| {
-        let outcome = match failure {
+    // The limiter (user code) is asked first; the queue is told after, all at once.
+    let outcomes = &mut scratch.outcomes;
+    outcomes.clear();
+    for d in dispatched.iter() {
+        outcomes.push(match failure {
             None => {
                 if d.backed_off {
                     shared.limiter.forget(&d.id);
@@ -483,10 +515,10 @@ async fn sync_batch<K, V>(
                 let backoff = shared.limiter.when(&d.id);
                 Outcome::Retry(retry_after.map_or(backoff, |after| after.max(backoff)))
             }
-        };
-        (d.id, d.entry, outcome)
-    });
-    for id in shared.queue.finish(outcomes) {
+        });
+    }
+    let finished = dispatched.drain(..).zip(outcomes.drain(..)).map(|(d, o)| (d.id, d.entry, o));
+    for id in shared.queue.finish(finished) {
         shared.limiter.forget(&id);
     }
 }

@@ -110,6 +110,26 @@ async fn a_panicking_limiter_does_not_end_the_worker() {
     running.shutdown().await;
 }
 
+/// The batch a panicking limiter abandoned is not left in flight for good: its item is
+/// synced again at the next sweep.
+#[tokio::test(start_paused = true)]
+async fn an_item_whose_retry_panicked_is_synced_again_at_the_next_sweep() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache: AutoRefresh<String, Touchy> = AutoRefresh::builder("stranded")
+        .sync(count_syncs(&calls, Some(id(0))))
+        .rate_limiter(PanickingLimiter)
+        .parallelism(1)
+        .resync_period(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let running = cache.start(CancellationToken::new()).unwrap();
+    cache.get_or_create(id(0), Touchy { syncs: 0, explodes: false }).unwrap(); // fails, then panics
+    sleep(Duration::from_millis(3500)).await;
+    // At create, then at the sweeps of 1, 2 and 3 s.
+    assert!(calls.load(Ordering::SeqCst) >= 4, "{} calls", calls.load(Ordering::SeqCst));
+    running.shutdown().await;
+}
+
 /// A metrics observer that panics after each sweep.
 #[derive(Debug)]
 struct PanickingMetrics;
