@@ -223,8 +223,14 @@ pub(crate) struct Gets {
     pub(crate) misses: u64,
 }
 
-/// `threads` threads `get` random ids of `keys` for `duration`: total ops/s.
-pub(crate) fn get_loop(cache: &Cache, keys: &[String], threads: usize, duration: Duration) -> Gets {
+/// `threads` threads `get` random ids of `keys` for `duration`, each get from the next of
+/// `caches` in turn (one cache for S1 and S9, the replicas' for r1): total ops/s.
+pub(crate) fn get_loop(
+    caches: &[&Cache],
+    keys: &[String],
+    threads: usize,
+    duration: Duration,
+) -> Gets {
     const CHUNK: u64 = 1024;
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(threads + 1);
@@ -235,13 +241,15 @@ pub(crate) fn get_loop(cache: &Cache, keys: &[String], threads: usize, duration:
                 scope.spawn(move || {
                     let mut rng = Rng::new(t as u64 + 1);
                     let (mut ops, mut misses) = (0u64, 0u64);
+                    let mut next = t % caches.len();
                     barrier.wait();
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..CHUNK {
                             let key = &keys[rng.below(keys.len())];
-                            if black_box(cache.get(key)).is_err() {
+                            if black_box(caches[next].get(key)).is_err() {
                                 misses += 1;
                             }
+                            next = if next + 1 == caches.len() { 0 } else { next + 1 };
                         }
                         ops += CHUNK;
                     }

@@ -8,7 +8,6 @@
 //! cluster's overhead on one machine, not a scale-out speed-up.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use autorefresh::redis::{RedisCluster, RedisConfig};
@@ -18,8 +17,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
 use crate::common::{
-    builder, bumped, cpu_per_million, cpu_seconds, id, short, wait_for, Cache, Counter, Job,
-    Report, Rng, Scale, POLL,
+    builder, bumped, cpu_per_million, cpu_seconds, get_loop, id, short, wait_for, Cache, Counter,
+    Job, Report, Scale, POLL,
 };
 use crate::scenarios::Batching;
 
@@ -290,58 +289,11 @@ pub(crate) fn r1(_rt: &Runtime, scale: Scale, report: &mut Report) {
     }
     let caches: Vec<&Cache> = cluster.replicas.iter().map(|r| &r.cache).collect();
     let keys: Vec<String> = (0..n).map(id).collect();
-    let (ops_per_sec, misses) =
-        spread_get_loop(&caches, &keys, 2, scale.time(Duration::from_secs(3)));
-    if misses > 0 {
-        eprintln!("  warning: r1: {misses} gets missed");
+    let gets = get_loop(&caches, &keys, 2, scale.time(Duration::from_secs(3)));
+    if gets.misses > 0 {
+        eprintln!("  warning: r1: {} gets missed", gets.misses);
     }
-    report.add("replicas=3,get_hit", ops_per_sec, "ops/s");
-}
-
-/// `threads` threads `get` random ids of `keys` for `duration`, each get from the next of
-/// `caches` in turn: total ops/s and misses.
-fn spread_get_loop(
-    caches: &[&Cache],
-    keys: &[String],
-    threads: usize,
-    duration: Duration,
-) -> (f64, u64) {
-    const CHUNK: u64 = 1024;
-    let stop = AtomicBool::new(false);
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let (stop, barrier) = (&stop, &barrier);
-                scope.spawn(move || {
-                    let mut rng = Rng::new(t as u64 + 1);
-                    let (mut ops, mut misses) = (0u64, 0u64);
-                    let mut next = t % caches.len();
-                    barrier.wait();
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..CHUNK {
-                            let key = &keys[rng.below(keys.len())];
-                            if std::hint::black_box(caches[next].get(key)).is_err() {
-                                misses += 1;
-                            }
-                            next = if next + 1 == caches.len() { 0 } else { next + 1 };
-                        }
-                        ops += CHUNK;
-                    }
-                    (ops, misses)
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let (ops, misses) = workers
-            .into_iter()
-            .map(|w| w.join().expect("get thread"))
-            .fold((0, 0), |(ops, misses), (o, m)| (ops + o, misses + m));
-        (ops as f64 / start.elapsed().as_secs_f64(), misses)
-    })
+    report.add("replicas=3,get_hit", gets.ops_per_sec, "ops/s");
 }
 
 /// How far each replica's store is known to show every item synced (status above 0): the

@@ -128,7 +128,7 @@ pub(crate) fn s1(_rt: &Runtime, scale: Scale, report: &mut Report) {
     let cache = builder(bump_sync(Counter::leak()), n).build().expect("build");
     load(&cache, n);
     let keys: Vec<String> = (0..n).map(id).collect();
-    let gets = get_loop(&cache, &keys, 2, scale.time(Duration::from_secs(3)));
+    let gets = get_loop(&[&cache], &keys, 2, scale.time(Duration::from_secs(3)));
     if gets.misses > 0 {
         eprintln!("  warning: s1: {} gets missed", gets.misses);
     }
@@ -445,11 +445,11 @@ pub(crate) fn s9(rt: &Runtime, scale: Scale, report: &mut Report) {
     load(&cache, n);
     let keys: Vec<String> = (0..n).map(id).collect();
     let window = scale.time(Duration::from_secs(3));
-    let baseline = get_loop(&cache, &keys, 2, window);
+    let baseline = get_loop(&[&cache], &keys, 2, window);
     let running = start(rt, &cache);
     let before = counter.sum();
     let t0 = Instant::now();
-    let loaded = get_loop(&cache, &keys, 2, window);
+    let loaded = get_loop(&[&cache], &keys, 2, window);
     let refresh_rate = (counter.sum() - before) as f64 / t0.elapsed().as_secs_f64();
     stop(rt, running);
     if baseline.misses + loaded.misses > 0 {
