@@ -19,6 +19,11 @@
 // and tests go through tokio's pausable clock; here the real clock is the point.
 #![allow(clippy::disallowed_methods)]
 
+/// With the `mimalloc` feature, the program (not the library) allocates with mimalloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod chart;
 mod common;
 mod figures;
