@@ -139,6 +139,14 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> RedisCluster<K, V, C> {
         self.inner.owned.to_vec()
     }
 
+    /// How many ids have a write of this replica waiting for Redis or on its way: near zero
+    /// while Redis keeps up; it grows while Redis is down or slower than the changes (one
+    /// pending write per id at most: a newer change replaces an unsent one). Worth exporting
+    /// as a gauge.
+    pub fn pending_writes(&self) -> usize {
+        self.inner.items.pending_writes()
+    }
+
     /// The shard `id` belongs to, or `None` if it does not encode.
     pub fn shard_of(&self, id: &K) -> Option<u16> {
         KEY_BUFFER.with_borrow_mut(|buffer| {

@@ -408,6 +408,9 @@ fn a_redis_restart_mid_run_loses_nothing() {
     replicas[0].cache.update(&id(1), Job { status: 42, owner: "updated while down".into() });
     replicas[1].cache.delete(&id(2));
     replicas[2].cache.get_or_create(id(600), job("created while down")).unwrap();
+    for replica in &replicas {
+        assert!(replica.cluster.pending_writes() > 0, "changes wait for Redis");
+    }
 
     server.restart();
     // A replica that joins after the restart sees what the others held, with the changes,
@@ -430,4 +433,7 @@ fn a_redis_restart_mid_run_loses_nothing() {
     assert!(converged(&newcomer.cache));
     assert!(replicas.iter().all(|r| converged(&r.cache)));
     assert!(newcomer.fetch(&id(2)).unwrap_err().is_not_found(), "the deleted item is in Redis");
+    wait_until("every outbox drains", Duration::from_secs(10), || {
+        replicas.iter().all(|r| r.cluster.pending_writes() == 0)
+    });
 }

@@ -125,6 +125,11 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
         }
     }
 
+    /// How many ids have a write waiting for Redis or on its way.
+    pub(crate) fn pending_writes(&self) -> usize {
+        self.state.lock().outbox.len()
+    }
+
     pub(crate) fn created(&self, id: &K, item: &V) {
         self.queue(id, Some(item), Kind::Create);
     }
