@@ -573,8 +573,8 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
                     }
                 }
             };
-            backoff.reset();
             self.up();
+            let started = Instant::now();
             let mut ping = tokio::time::interval(ping_every);
             ping.tick().await;
             loop {
@@ -593,6 +593,18 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
                 }
             }
             self.down(&"the event subscription was lost");
+            // Every session starts with a full resync (every shard read back): reconnecting at
+            // once after a session that died young (a busy Redis failing the pings, a proxy or
+            // an output buffer limit dropping it) would reread the whole keyspace in a loop,
+            // against a Redis already struggling. Back off as after a failed connect; only a
+            // session that outlived a ping was healthy enough to start the backoff over.
+            if started.elapsed() >= ping_every {
+                backoff.reset();
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next()) => {}
+                () = stopped(&mut stop) => return,
+            }
         }
     }
 

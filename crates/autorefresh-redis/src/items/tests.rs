@@ -349,3 +349,41 @@ async fn shutdown_flushes_the_outbox_and_gives_up_when_redis_is_down() {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(!a.drained().await, "the unsent write stays queued for the next run");
 }
+
+/// How many connections the server has accepted so far.
+async fn connections_received(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query_async(conn).await.unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_lost_right_after_it_starts_is_retried_with_backoff() {
+    let Some(server) = RedisServer::start() else { return };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let a = Replica::start(&server, "flapping").await;
+    a.create("job-1", "x");
+    eventually!("a's write landed", a.drained().await);
+    // Something (a proxy, an output buffer limit, a ping timing out on a busy Redis) drops
+    // the event subscription as soon as it is up, for a second. Every new session costs a
+    // full resync: without backoff the replica reconnects and rereads every shard at once,
+    // in a loop, against a Redis that is already struggling.
+    let before = connections_received(&mut admin).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < until {
+        let _: redis::RedisResult<redis::Value> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let reconnects = connections_received(&mut admin).await - before;
+    // The backoff (20 ms doubling to 200 ms here) allows about ten in a second.
+    assert!(reconnects <= 30, "{reconnects} reconnects in one second");
+    drop(a);
+}
