@@ -187,6 +187,19 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
         };
         let item = self.codec.decode(&item)?;
         let mut state = self.state.lock();
+        // The cache stores what a fetch answers, and nothing here removes it again (a
+        // non-owner never syncs it; a resync removes only ids in the mirror). So an answer
+        // that a delete this replica knows of has overtaken is no item: one applied from
+        // another replica's event while the read was on its way (they travel on different
+        // connections), or one of this replica's own that Redis has not taken yet.
+        let deleted_since = state.tombs.get(id).is_some_and(|&(deleted, _)| deleted > version);
+        let deleting = state
+            .outbox
+            .entry_mut(id)
+            .is_some_and(|entry| matches!(&entry.pending, Some(op) if op.kind == Kind::Delete));
+        if deleted_since || deleting {
+            return Ok(None);
+        }
         if !state.outbox.contains(id) && version > state.known(id) {
             state.mirror.insert(id.clone(), version);
         }
