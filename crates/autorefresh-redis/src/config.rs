@@ -154,8 +154,14 @@ impl RedisConfig {
                 ),
             );
         }
-        if self.namespace.as_deref().is_some_and(str::is_empty) {
-            return invalid("namespace", "must not be empty".to_owned());
+        if let Some(namespace) = &self.namespace {
+            // The namespace becomes a `{hash tag}`: a brace would end it early.
+            if namespace.is_empty() || namespace.contains(['{', '}']) {
+                return invalid(
+                    "namespace",
+                    format!("must be non-empty and without braces, got {namespace:?}"),
+                );
+            }
         }
         Ok(())
     }
@@ -193,6 +199,7 @@ mod tests {
                 "retry_max_backoff",
             ),
             (RedisConfig { namespace: Some(String::new()), ..RedisConfig::default() }, "namespace"),
+            (RedisConfig { namespace: Some("}x".into()), ..RedisConfig::default() }, "namespace"),
         ];
         for (config, field) in cases {
             match config.validate() {

@@ -34,6 +34,15 @@ impl Link {
         config: RedisConfig,
     ) -> Result<Self, RedisClusterError> {
         config.validate()?;
+        let namespace = config.namespace.clone().unwrap_or_else(|| name.to_owned());
+        if namespace.is_empty() || namespace.contains(['{', '}']) {
+            return Err(RedisClusterError::InvalidConfig {
+                field: "namespace",
+                reason: format!(
+                    "defaults to the cache's name, {name:?}, which is empty or has braces: set one"
+                ),
+            });
+        }
         let mut info = config.url.as_str().into_connection_info()?;
         let mut redis = info.redis_settings().clone();
         if let Some(username) = &config.username {
@@ -55,7 +64,6 @@ impl Link {
         )
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-        let namespace = config.namespace.clone().unwrap_or_else(|| name.to_owned());
         Ok(Self {
             client,
             conn,
@@ -63,5 +71,20 @@ impl Link {
             member: format!("{:016x}", fastrand::u64(..)),
             config,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cache_name_with_braces_needs_a_namespace_before_any_connection() {
+        // Port 1 on loopback: nothing listens, so only the check can answer this fast.
+        let config = RedisConfig::new("redis://127.0.0.1:1");
+        match Link::connect("jobs{eu}", config).await {
+            Err(RedisClusterError::InvalidConfig { field, .. }) => assert_eq!(field, "namespace"),
+            other => panic!("expected InvalidConfig for the namespace, got {other:?}"),
+        }
     }
 }

@@ -69,7 +69,10 @@ where
     V: Item,
 {
     let _span = tracing::debug_span!("autorefresh.sweep", cache = %shared.name).entered();
-    for (id, entry) in std::mem::take(&mut *shared.pending_deletes.lock()) {
+    // Taken first: the guard of a `for` expression would be held through the whole loop, and
+    // with it the callbacks into the queue, the limiter and the cluster.
+    let pending = std::mem::take(&mut *shared.pending_deletes.lock());
+    for (id, entry) in pending {
         if shared.store.remove_entry(&id, &entry) {
             shared.forget(&id, &entry, RemovalCause::DeleteDelayed);
             if let Some(cluster) = &shared.cluster {
