@@ -268,13 +268,7 @@ async fn a_graceful_shutdown_hands_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owned_shards_survive_a_redis_outage_and_leases_come_back() {
     let mut server = server_or_skip!();
-    let config = RedisConfig {
-        lease_ttl: TTL,
-        response_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_millis(500),
-        retry_max_backoff: Duration::from_millis(500),
-        ..RedisConfig::new(server.url())
-    };
+    let config = outage_config(&server);
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Replica::start_with(config.clone()).await);
@@ -335,13 +329,7 @@ async fn shutdown_is_bounded_when_redis_is_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_dead_during_an_outage_is_covered_after_it() {
     let mut server = server_or_skip!();
-    let config = RedisConfig {
-        lease_ttl: TTL,
-        response_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_millis(500),
-        retry_max_backoff: Duration::from_millis(500),
-        ..RedisConfig::new(server.url())
-    };
+    let config = outage_config(&server);
     let first = Replica::start_with(config.clone()).await;
     let second = Replica::start_with(config.clone()).await;
     let victim = Replica::start_with(config).await;
@@ -360,4 +348,16 @@ async fn a_member_dead_during_an_outage_is_covered_after_it() {
     // A reconnect (a round or two), the lease the survivors wait, and a round to take them.
     assert!(took < 4 * TTL, "covered {took:?} after the restart");
     assert_redis_agrees(&[&first, &second]).await;
+}
+
+/// Settings for the outage tests: short timeouts and backoff, so a dead server is noticed and
+/// a restarted one found again within the tests' deadlines.
+fn outage_config(server: &RedisServer) -> RedisConfig {
+    RedisConfig {
+        lease_ttl: TTL,
+        response_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        retry_max_backoff: Duration::from_millis(500),
+        ..RedisConfig::new(server.url())
+    }
 }
