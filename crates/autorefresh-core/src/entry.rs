@@ -1,8 +1,17 @@
 //! The shared cell a store keeps for each id.
 
 use std::fmt;
+use std::sync::{Arc, PoisonError};
+
+// The work queue's model runs on loom's primitives (`--cfg autorefresh_loom`).
+#[cfg(autorefresh_loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(autorefresh_loom)]
+use loom::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+#[cfg(not(autorefresh_loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+#[cfg(not(autorefresh_loom))]
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The version of an entry's value: bumped by every replacement.
 ///
@@ -171,6 +180,12 @@ pub struct EntrySnapshot<V> {
 
 /// A handle to the value a store keeps for one id.
 ///
+/// What a store needs of it is narrow: [`new`](Self::new) (tests and the cache create
+/// entries), the reads ([`load`](Self::load), [`with`](Self::with), [`state`](Self::state)),
+/// [`mark_removed`](Self::mark_removed) and [`same_entry`](Self::same_entry). The cache
+/// engine keeps its own bookkeeping in the entry too (the `#[doc(hidden)]` methods): that is
+/// not a public API.
+///
 /// Stores map each id to an `EntryHandle`; the cache reads and replaces the value through the
 /// handle, so a background refresh never touches the store's recency order, and an entry
 /// that left the store (marked [`EntryState::Removed`]) can never be brought back by a
@@ -188,11 +203,6 @@ pub struct EntrySnapshot<V> {
 /// assert!(entry.replace(2));                        // a caller's update bumps the version
 /// assert!(!entry.replace_if_version(version, 3));   // so a refresh from before it is dropped
 /// assert_eq!(entry.load(), 2);
-///
-/// let snapshot = entry.snapshot();
-/// assert!(entry.apply_refresh(snapshot.version, None, 10)); // an unchanged refresh at tick 10
-/// assert_eq!(entry.refreshed_at(), 10);
-/// assert_eq!(entry.unchanged_streak(), 1);           // one refresh in a row changed nothing
 ///
 /// entry.mark_removed();
 /// assert_eq!(entry.state(), EntryState::Removed);
@@ -268,6 +278,7 @@ impl<V> EntryHandle<V> {
     }
 
     /// The entry's [`QueueState`]: engine bookkeeping, read without the entry's lock.
+    #[doc(hidden)]
     pub fn queue_state(&self) -> QueueState {
         QueueState::decode(self.shared.word.load(Ordering::Acquire))
     }
@@ -276,6 +287,7 @@ impl<V> EntryHandle<V> {
     /// it either declines (`None`: returns `Err` with the state it saw) or its answer is stored
     /// before anyone else changed the state (returns `Ok` with the state it replaced). `f` may
     /// run more than once, and must not call back into this entry's queue state.
+    #[doc(hidden)]
     pub fn update_queue_state(
         &self,
         mut f: impl FnMut(QueueState) -> Option<QueueState>,
@@ -297,6 +309,7 @@ impl<V> EntryHandle<V> {
 
     /// Runs `f` on the current value, its state and its refresh time, read at once without
     /// cloning the value. `f` must not call back into this entry.
+    #[doc(hidden)]
     pub fn inspect<R>(&self, f: impl FnOnce(&V, EntryState, u64) -> R) -> R {
         let cell = self.read();
         f(&cell.item, self.life(), cell.refreshed_at)
@@ -317,6 +330,7 @@ impl<V> EntryHandle<V> {
     /// });
     /// assert_eq!(seen, (6, EntryState::Live, 5, 1));
     /// ```
+    #[doc(hidden)]
     pub fn inspect_streak<R>(&self, f: impl FnOnce(&V, EntryState, u64, u8) -> R) -> R {
         let cell = self.read();
         let word = self.shared.word.load(Ordering::Acquire);
@@ -342,6 +356,7 @@ impl<V> EntryHandle<V> {
     /// entry.apply_refresh(entry.snapshot().version, Some(3), 5); // so does a changed value
     /// assert_eq!(entry.unchanged_streak(), 0);
     /// ```
+    #[doc(hidden)]
     pub fn unchanged_streak(&self) -> u8 {
         self.streak()
     }
@@ -382,6 +397,7 @@ impl<V> EntryHandle<V> {
     /// live at that version (see [`replace_if_version`](Self::replace_if_version)). Returns
     /// whether it did. It also keeps the [`unchanged_streak`](Self::unchanged_streak): one
     /// more without an item, reset to 0 with one.
+    #[doc(hidden)]
     pub fn apply_refresh(&self, version: EntryVersion, item: Option<V>, ticks: u64) -> bool {
         let mut cell = self.write();
         if self.life() != EntryState::Live || cell.version != version.0 {
@@ -400,6 +416,7 @@ impl<V> EntryHandle<V> {
 
     /// Marks a live entry pending a delayed delete; returns whether it was live (`false` if it
     /// was already pending or removed).
+    #[doc(hidden)]
     pub fn mark_delete_pending(&self) -> bool {
         let _cell = self.write();
         if self.life() != EntryState::Live {
@@ -423,6 +440,7 @@ impl<V> EntryHandle<V> {
     /// assert!(entry.mark_removed_if_version(entry.snapshot().version));
     /// assert_eq!(entry.state(), EntryState::Removed);
     /// ```
+    #[doc(hidden)]
     pub fn mark_removed_if_version(&self, version: EntryVersion) -> bool {
         let cell = self.write();
         if self.life() != EntryState::Live || cell.version != version.0 {
@@ -440,12 +458,14 @@ impl<V> EntryHandle<V> {
 
     /// When the entry was last refreshed (or created), in ticks of the caller's clock (the
     /// cache counts nanoseconds since it was built); 0 until set.
+    #[doc(hidden)]
     pub fn refreshed_at(&self) -> u64 {
         self.read().refreshed_at
     }
 
     /// Records a refresh (or the creation) at `ticks`; an earlier time than the one recorded
     /// is ignored.
+    #[doc(hidden)]
     pub fn set_refreshed_at(&self, ticks: u64) {
         let mut cell = self.write();
         cell.refreshed_at = cell.refreshed_at.max(ticks);
@@ -478,6 +498,7 @@ impl<V: Clone> EntryHandle<V> {
     }
 
     /// The value, its version, the entry's state and its refresh time, read at once.
+    #[doc(hidden)]
     pub fn snapshot(&self) -> EntrySnapshot<V> {
         let cell = self.read();
         EntrySnapshot {

@@ -51,7 +51,18 @@ mod sync;
 
 pub use batches::{CreateBatchesFunc, FixedSizeBatches, SingleItemBatches};
 pub use cluster::{Cluster, ClusterError, LocalReplica, Shutdown};
-pub use entry::{EntryHandle, EntrySnapshot, EntryState, EntryVersion, QueueSlot, QueueState};
+pub use entry::{EntryHandle, EntryState, EntryVersion};
+
+/// The cache engine's bookkeeping in each entry: **not a public API**. It is reachable from
+/// here only because the engine lives in another crate (`autorefresh`); it may change in any
+/// release, and a store, listener or cluster must never use it (nor the `#[doc(hidden)]`
+/// methods of [`EntryHandle`] that take or return these types). Stores need only
+/// [`EntryHandle::new`], its reads, [`EntryHandle::mark_removed`] and
+/// [`EntryHandle::same_entry`].
+#[doc(hidden)]
+pub mod engine {
+    pub use crate::entry::{EntrySnapshot, QueueSlot, QueueState};
+}
 pub use error::Error;
 pub use item::{Batch, Item, ItemWrapper};
 pub use limiter::RateLimiter;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,13 +250,53 @@ where
     /// Drops what the queue, the limiter and the subscribers hold for an entry that left the
     /// store, and tells the removal listener, if any.
     pub(crate) fn forget(&self, id: &K, entry: &EntryHandle<V>, cause: RemovalCause) {
-        self.queue.remove(id, entry);
-        self.limiter.forget(id);
-        self.notifier.removed(id, entry);
-        if let Some(removals) = &self.removals {
-            // A removed entry changes no more: this is the item as it was at removal.
-            removals.send(id.clone(), entry.load(), cause);
+        forget_removed(
+            &self.queue,
+            &*self.limiter,
+            &self.notifier,
+            self.removals.as_deref(),
+            id,
+            entry,
+            cause,
+        );
+    }
+}
+
+/// Drops what the engine keeps for an entry that left the store: its place in the queue
+/// first (no user code), then the limiter's state, the watch and the removal notice. Each of
+/// those is user code that may panic; each runs all the same, and the first panic then reaches
+/// the caller, with nothing of the entry left behind.
+fn forget_removed<K, V>(
+    queue: &WorkQueue<K, V>,
+    limiter: &dyn RateLimiter<K>,
+    notifier: &Notifier<K, V>,
+    removals: Option<&Removals<K, V>>,
+    id: &K,
+    entry: &EntryHandle<V>,
+    cause: RemovalCause,
+) where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Item,
+{
+    queue.remove(entry);
+    let steps: [&dyn Fn(); 3] = [
+        &|| limiter.forget(id),
+        &|| notifier.removed(id, entry),
+        // A removed entry changes no more: this is the item as it was at removal.
+        &|| {
+            if let Some(removals) = removals {
+                removals.send(id.clone(), entry.load(), cause);
+            }
+        },
+    ];
+    let mut first_panic = None;
+    for step in steps {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(step)) {
+            first_panic.get_or_insert(panic);
         }
+    }
+    if let Some(panic) = first_panic {
+        std::panic::resume_unwind(panic);
     }
 }
 
@@ -280,12 +321,11 @@ where
             let notifier = Arc::clone(&notifier);
             let removals = removals.clone();
             move |id: &K, entry: &EntryHandle<V>| {
-                queue.remove(id, entry);
-                limiter.forget(id);
-                notifier.removed(id, entry);
-                metrics.eviction();
-                if let Some(removals) = &removals {
-                    removals.send(id.clone(), entry.load(), RemovalCause::Evicted);
+                let cause = RemovalCause::Evicted;
+                let counted = std::panic::catch_unwind(AssertUnwindSafe(|| metrics.eviction()));
+                forget_removed(&queue, &*limiter, &notifier, removals.as_deref(), id, entry, cause);
+                if let Err(panic) = counted {
+                    std::panic::resume_unwind(panic);
                 }
             }
         };

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cache::Shared;
-use crate::queue::{BatchInfo, Outcome, Pooled, Queued, TakenItem};
+use crate::queue::{BatchInfo, Outcome, Pooled, Queued, TakenItem, WorkQueue};
 use crate::removal::RemovalCause;
 use crate::sync_service::SyncPath;
 
@@ -162,6 +162,11 @@ fn expire_terminal<K, V>(
 }
 
 /// Hands the due items to the batcher and queues its batches for the workers.
+///
+/// The entries taken from the pool stay in the queue's [`Hand`] while user code runs (the
+/// items' `Clone` and `is_terminal`, the batcher, the ids' `Eq` and `Hash`, the limiter): a
+/// panic there lets go of them for the next sweep instead of stranding them. The metrics and
+/// the limiter's `forget` are told once every entry is placed.
 fn batch_due_items<K, V>(shared: &Shared<K, V>)
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -175,80 +180,85 @@ where
         shared.metrics.queue_depth(shared.queue.depth());
         return;
     }
-    let taken = shared.queue.take_pool();
-    let mut live = Vec::with_capacity(taken.len());
-    let mut items = Vec::with_capacity(taken.len());
+    let mut hand = shared.queue.take_pool();
+    let mut items = Vec::with_capacity(hand.pooled().len());
     let mut gone = Vec::new();
-    for pooled in taken {
+    for (position, pooled) in hand.pooled().iter().enumerate() {
+        let Some(pooled) = pooled else { continue };
         let snapshot = pooled.item.entry.snapshot();
         if snapshot.state == EntryState::Live && !is_terminal(&snapshot.item) {
             items.push(ItemWrapper::new(pooled.item.id.clone(), snapshot.item));
-            live.push(pooled);
         } else {
-            gone.push(pooled.item);
+            gone.push(position);
         }
     }
-    for id in shared.queue.leave(gone) {
-        shared.limiter.forget(&id);
-    }
-    if items.is_empty() {
-        return;
-    }
-    let batches =
-        std::panic::catch_unwind(AssertUnwindSafe(|| shared.batcher.create_batches(items)));
-    match batches {
-        Ok(Ok(batches)) => {
-            let (batches, left_out) = match_batches(live, batches);
-            shared.queue.push_batches(batches);
-            for id in shared.queue.leave(left_out) {
-                shared.limiter.forget(&id);
+    let mut forget = hand.leave(&gone);
+    let count = items.len();
+    if count > 0 {
+        let batches =
+            std::panic::catch_unwind(AssertUnwindSafe(|| shared.batcher.create_batches(items)));
+        let failure = match batches {
+            Ok(Ok(batches)) => {
+                let positions = match_batches(hand.pooled(), &batches);
+                forget.extend(hand.push_batches(&positions));
+                None
             }
-            shared.metrics.queue_depth(shared.queue.depth());
+            Ok(Err(err)) => {
+                tracing::warn!(cache = %shared.name, items = count, error = %err, "batcher failed");
+                Some(SyncFailureKind::Error)
+            }
+            Err(panic) => {
+                tracing::warn!(
+                    cache = %shared.name,
+                    items = count,
+                    panic = panic_message(&*panic),
+                    "batcher panicked"
+                );
+                Some(SyncFailureKind::Panic)
+            }
+        };
+        if let Some(kind) = failure {
+            // Every entry given to the batcher is retried after its backoff.
+            let held = hand.pooled().iter().flatten();
+            let backoffs: Vec<Duration> =
+                held.map(|pooled| shared.limiter.when(&pooled.item.id)).collect();
+            forget.extend(hand.fail(&backoffs));
+            shared.metrics.sync_error(kind, count);
+            shared.metrics.retried(count);
         }
-        Ok(Err(err)) => {
-            tracing::warn!(cache = %shared.name, items = live.len(), error = %err, "batcher failed");
-            retry_after_batcher_failure(shared, SyncFailureKind::Error, live);
-        }
-        Err(panic) => {
-            tracing::warn!(
-                cache = %shared.name,
-                items = live.len(),
-                panic = panic_message(&*panic),
-                "batcher panicked"
-            );
-            retry_after_batcher_failure(shared, SyncFailureKind::Panic, live);
-        }
+    }
+    drop(hand);
+    shared.metrics.queue_depth(shared.queue.depth());
+    for id in &forget {
+        shared.limiter.forget(id);
     }
 }
 
-/// Finds the taken entry of each id the batcher put in a batch, each at most once (an id it
-/// repeats or invents is dropped); returns the batches, each with when its oldest entry
-/// became due, and the entries left out of every batch.
-#[allow(clippy::type_complexity)]
+/// Finds the held entry of each id the batcher put in a batch, by its position in the hand,
+/// each at most once (an id it repeats or invents is dropped; a repeat is skipped when the
+/// batches are placed).
 fn match_batches<K, V>(
-    taken: Vec<Pooled<K, V>>,
-    batches: Vec<Vec<ItemWrapper<K, V>>>,
-) -> (Vec<(Vec<Queued<K, V>>, Instant)>, Vec<Queued<K, V>>)
+    held: &[Option<Pooled<K, V>>],
+    batches: &[Vec<ItemWrapper<K, V>>],
+) -> Vec<Vec<usize>>
 where
     K: Hash + Eq,
 {
-    let mut slots: Vec<Option<Pooled<K, V>>> = taken.into_iter().map(Some).collect();
-    // Built only if the batches do not keep the taken order.
+    // Built only if the batches do not keep the held order.
     let mut index: Option<HashMap<&K, usize>> = None;
     let mut found = Vec::with_capacity(batches.len());
     let mut next = 0;
-    for batch in &batches {
+    for batch in batches {
         let mut positions = Vec::with_capacity(batch.len());
         for wrapper in batch {
-            let position = if slots
+            let position = if held
                 .get(next)
                 .is_some_and(|s| s.as_ref().is_some_and(|p| p.item.id == *wrapper.id()))
             {
                 Some(next)
             } else {
                 let index = index.get_or_insert_with(|| {
-                    slots
-                        .iter()
+                    held.iter()
                         .enumerate()
                         .filter_map(|(i, s)| s.as_ref().map(|p| (&p.item.id, i)))
                         .collect()
@@ -262,44 +272,7 @@ where
         }
         found.push(positions);
     }
-    drop(index);
-    let mut formed = Vec::with_capacity(found.len());
-    for positions in found {
-        let mut batch = Vec::with_capacity(positions.len());
-        let mut due: Option<Instant> = None;
-        for position in positions {
-            // `take`: an id the batcher repeated is in its first batch only.
-            if let Some(pooled) = slots[position].take() {
-                due = Some(due.map_or(pooled.due, |d| d.min(pooled.due)));
-                batch.push(pooled.item);
-            }
-        }
-        if let Some(due) = due {
-            formed.push((batch, due));
-        }
-    }
-    let left_out = slots.into_iter().flatten().map(|pooled| pooled.item).collect();
-    (formed, left_out)
-}
-
-/// The batcher failed: every entry it was given is retried after its backoff.
-fn retry_after_batcher_failure<K, V>(
-    shared: &Shared<K, V>,
-    kind: SyncFailureKind,
-    taken: Vec<Pooled<K, V>>,
-) where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Item,
-{
-    shared.metrics.sync_error(kind, taken.len());
-    shared.metrics.retried(taken.len());
-    let backoffs = taken.into_iter().map(|pooled| {
-        let backoff = shared.limiter.when(&pooled.item.id);
-        (pooled.item, backoff)
-    });
-    for id in shared.queue.fail_batching(backoffs.collect()) {
-        shared.limiter.forget(&id);
-    }
+    found
 }
 
 /// Reports the batches in flight: their summed running time and the longest one's.
@@ -318,7 +291,7 @@ fn report_unfinished_work<K, V>(shared: &Shared<K, V>) {
 }
 
 /// Worker `index`: takes batches until cancelled. A batch in flight at cancellation is
-/// dropped.
+/// dropped (its entries given up, see [`Scratch`]).
 pub(crate) async fn run_worker<K, V>(
     shared: Arc<Shared<K, V>>,
     index: usize,
@@ -331,26 +304,29 @@ pub(crate) async fn run_worker<K, V>(
     // `cancelled()` future registers with the token's shared lock each time it is made.
     let work = async {
         let mut service = shared.sync.clone();
-        let mut scratch = Scratch::new();
+        let mut scratch = Scratch::new(Arc::clone(&shared.queue));
         loop {
-            let info = shared.queue.next_batch(&mut scratch.popped, &mut scratch.taken).await;
-            let outcome =
-                AssertUnwindSafe(sync_batch(&shared, index, &mut service, info, &mut scratch))
-                    .catch_unwind()
+            let outcome = AssertUnwindSafe(async {
+                let info = shared
+                    .queue
+                    .next_batch(&mut scratch.popped, &mut scratch.hashes, &mut scratch.taken)
                     .await;
+                sync_batch(&shared, index, &mut service, info, &mut scratch).await;
+            })
+            .catch_unwind()
+            .await;
             if let Err(panic) = outcome {
-                // User code outside the sync function (a limiter, metrics) panicked: this
-                // worker goes on, with a fresh service.
+                // User code outside the sync function (an id's `Hash` or `Clone`, an item's
+                // `Clone`, a limiter, metrics) panicked: this worker goes on, with a fresh
+                // service, and the batch's entries not yet finished are given up (the next
+                // sweep brings them back): left running, they would never be queued again.
                 tracing::error!(
                     cache = %shared.name,
                     panic = panic_message(&*panic),
                     "a worker caught a panic outside the sync function"
                 );
                 service = shared.sync.clone();
-                // The batch's entries not yet finished leave the queue (the next sweep brings
-                // them back): left running, they would never be queued again.
-                shared.queue.finish(scratch.stranded());
-                scratch = Scratch::new();
+                scratch.give_up();
             }
             // Batches that complete at once never wait: yield now and then, so that the
             // cancellation and the other tasks get their turn.
@@ -365,24 +341,35 @@ pub(crate) async fn run_worker<K, V>(
 }
 
 /// A worker's buffers, kept from batch to batch so that a batch allocates little. Every
-/// entry of the batch is in one of them until the queue is told how it ended, so that a
-/// panic in user code midway leaves none of them running (see [`Scratch::stranded`]).
-struct Scratch<K, V> {
+/// entry of the batch is in one of them until the queue is told how it ended, and user code
+/// runs only while they hold it: should it panic (or the worker be cancelled), the entries
+/// still held are given up, by [`give_up`](Self::give_up) or when the buffers are dropped.
+struct Scratch<K: Hash, V> {
+    queue: Arc<WorkQueue<K, V>>,
+    /// Popped, still `Queued`: not yet started.
     popped: Vec<Queued<K, V>>,
+    /// The hashes of `popped`'s ids.
+    hashes: Vec<u64>,
+    /// Started, not yet read.
     taken: Vec<TakenItem<K, V>>,
-    /// Taken entries that need no sync (not live, or terminal), with their `backed_off`.
-    skipped: Vec<(K, EntryHandle<V>, bool)>,
+    /// The version each of `taken` was read at, or `None` if it needs no sync.
+    versions: Vec<Option<EntryVersion>>,
+    /// Taken entries that need no sync (not live, or terminal).
+    skipped: Vec<TakenItem<K, V>>,
     dispatched: Vec<Dispatched<K, V>>,
     /// How each dispatched entry ended, in the order of `dispatched`.
     outcomes: Vec<Outcome>,
     changes: Vec<Change<V>>,
 }
 
-impl<K, V> Scratch<K, V> {
-    fn new() -> Self {
+impl<K: Hash, V> Scratch<K, V> {
+    fn new(queue: Arc<WorkQueue<K, V>>) -> Self {
         Self {
+            queue,
             popped: Vec::new(),
+            hashes: Vec::new(),
             taken: Vec::new(),
+            versions: Vec::new(),
             skipped: Vec::new(),
             dispatched: Vec::new(),
             outcomes: Vec::new(),
@@ -390,21 +377,31 @@ impl<K, V> Scratch<K, V> {
         }
     }
 
-    /// The entries of a batch abandoned by a panic, as `Done`.
-    fn stranded(&mut self) -> impl Iterator<Item = (K, EntryHandle<V>, Outcome)> + '_ {
-        let taken = self.taken.drain(..).map(|t| (t.id, t.entry));
-        let skipped = self.skipped.drain(..).map(|(id, entry, _)| (id, entry));
-        let dispatched = self.dispatched.drain(..).map(|d| (d.id, d.entry));
-        taken.chain(skipped).chain(dispatched).map(|(id, entry)| (id, entry, Outcome::Done))
+    /// Gives up every entry still held: the popped ones go back to `Idle`, the started ones
+    /// end as [`Outcome::Abandoned`] (their ids released).
+    fn give_up(&mut self) {
+        self.queue.abandon(self.popped.drain(..));
+        let taken = self.taken.drain(..).chain(self.skipped.drain(..));
+        let started = taken.chain(self.dispatched.drain(..).map(|d| d.taken));
+        // Abandoned entries owe the limiter nothing new: there is nothing to forget.
+        let _ = self.queue.finish(started.map(|taken| (taken, Outcome::Abandoned)));
+        self.versions.clear();
+        self.outcomes.clear();
+        self.changes.clear();
     }
 }
 
-/// An item as dispatched: the entry its result goes to, and the version it must still have.
+impl<K: Hash, V> Drop for Scratch<K, V> {
+    fn drop(&mut self) {
+        self.give_up();
+    }
+}
+
+/// An item as dispatched: its entry (the result goes there), and the version it must still
+/// have.
 struct Dispatched<K, V> {
-    id: K,
-    entry: EntryHandle<V>,
+    taken: TakenItem<K, V>,
     version: EntryVersion,
-    backed_off: bool,
 }
 
 async fn sync_batch<K, V>(
@@ -422,34 +419,35 @@ async fn sync_batch<K, V>(
     let now = shared.ticks_at(popped_at);
     shared.metrics.queue_latency(popped_at.saturating_duration_since(info.oldest_due));
     shared.metrics.queue_depth(info.depth);
-    let dispatched = &mut scratch.dispatched;
     let mut wrappers = Vec::with_capacity(scratch.taken.len());
     let mut stalest = now;
-    // No user code runs in this loop (`is_terminal` is caught): no entry can be lost to it.
-    for TakenItem { id, entry, backed_off } in scratch.taken.drain(..) {
-        let snapshot = entry.snapshot();
-        if snapshot.state == EntryState::Live && !is_terminal(&snapshot.item) {
+    // Read first (user code: the items' `Clone` and `is_terminal`, the ids' `Clone`), every
+    // entry staying in `taken`; sorted out after, with no user code.
+    scratch.versions.clear();
+    for taken in &scratch.taken {
+        let snapshot = taken.entry.snapshot();
+        let version = (snapshot.state == EntryState::Live && !is_terminal(&snapshot.item))
+            .then_some(snapshot.version);
+        if version.is_some() {
             stalest = stalest.min(snapshot.refreshed_at);
-            wrappers.push(ItemWrapper::new(id.clone(), snapshot.item));
-            dispatched.push(Dispatched { id, entry, version: snapshot.version, backed_off });
-        } else {
-            scratch.skipped.push((id, entry, backed_off));
+            wrappers.push(ItemWrapper::new(taken.id.clone(), snapshot.item));
+        }
+        scratch.versions.push(version);
+    }
+    for (taken, version) in scratch.taken.drain(..).zip(scratch.versions.drain(..)) {
+        match version {
+            Some(version) => scratch.dispatched.push(Dispatched { taken, version }),
+            None => scratch.skipped.push(taken),
         }
     }
     if !scratch.skipped.is_empty() {
-        // Finished first, then the limiter told: a panic there strands nothing.
-        let mut forget = Vec::new();
-        let done = scratch.skipped.drain(..).map(|(id, entry, backed_off)| {
-            if backed_off {
-                forget.push(id.clone());
-            }
-            (id, entry, Outcome::Done)
-        });
-        let removed = shared.queue.finish(done);
-        for id in forget.iter().chain(&removed) {
-            shared.limiter.forget(id);
+        for taken in scratch.skipped.iter().filter(|taken| taken.backed_off) {
+            shared.limiter.forget(&taken.id);
         }
+        let removed = shared.queue.finish(scratch.skipped.drain(..).map(|t| (t, Outcome::Done)));
+        forget_all(shared, &removed);
     }
+    let dispatched = &mut scratch.dispatched;
     if dispatched.is_empty() {
         return;
     }
@@ -458,7 +456,7 @@ async fn sync_batch<K, V>(
         "autorefresh.batch",
         cache = %shared.name,
         items = dispatched.len(),
-        attempt = shared.limiter.num_requeues(&dispatched[0].id) + 1,
+        attempt = shared.limiter.num_requeues(&dispatched[0].taken.id) + 1,
     );
     shared.in_flight[index].store(now + 1, Ordering::Relaxed);
     let result = call(service, wrappers).instrument(span.clone()).await;
@@ -503,26 +501,33 @@ async fn sync_batch<K, V>(
         shared.metrics.sync_error(kind, dispatched.len());
         shared.metrics.retried(dispatched.len());
     }
-    // The limiter (user code) is asked first; the queue is told after, all at once.
+    // The limiter (user code) is asked first, the entries still held; the queue is told
+    // after, all at once.
     let outcomes = &mut scratch.outcomes;
     outcomes.clear();
     for d in dispatched.iter() {
         outcomes.push(match failure {
             None => {
-                if d.backed_off {
-                    shared.limiter.forget(&d.id);
+                if d.taken.backed_off {
+                    shared.limiter.forget(&d.taken.id);
                 }
                 Outcome::Done
             }
             Some((_, retry_after)) => {
-                let backoff = shared.limiter.when(&d.id);
+                let backoff = shared.limiter.when(&d.taken.id);
                 Outcome::Retry(retry_after.map_or(backoff, |after| after.max(backoff)))
             }
         });
     }
-    let finished = dispatched.drain(..).zip(outcomes.drain(..)).map(|(d, o)| (d.id, d.entry, o));
-    for id in shared.queue.finish(finished) {
-        shared.limiter.forget(&id);
+    let finished = dispatched.drain(..).zip(outcomes.drain(..)).map(|(d, o)| (d.taken, o));
+    let removed = shared.queue.finish(finished);
+    forget_all(shared, &removed);
+}
+
+/// Tells the limiter to forget each of `ids`.
+fn forget_all<K: 'static, V>(shared: &Shared<K, V>, ids: &[K]) {
+    for id in ids {
+        shared.limiter.forget(id);
     }
 }
 
@@ -567,13 +572,13 @@ fn apply<K, V>(
     changes.extend(dispatched.iter().map(|_| Change::None));
     for (position, response) in responses.into_iter().enumerate() {
         // Most sync functions answer in the batch's order: try the same position first.
-        let found = if dispatched.get(position).is_some_and(|d| d.id == response.id) {
+        let found = if dispatched.get(position).is_some_and(|d| d.taken.id == response.id) {
             Some(position)
         } else if dispatched.len() <= LINEAR_LOOKUP_MAX {
-            dispatched.iter().position(|d| d.id == response.id)
+            dispatched.iter().position(|d| d.taken.id == response.id)
         } else {
             let index = index.get_or_insert_with(|| {
-                dispatched.iter().enumerate().map(|(i, d)| (&d.id, i)).collect()
+                dispatched.iter().enumerate().map(|(i, d)| (&d.taken.id, i)).collect()
             });
             index.get(&response.id).copied()
         };
@@ -591,35 +596,36 @@ fn apply<K, V>(
     // Asked once per batch, and only if it has an update to send.
     let mut broadcasting: Option<bool> = None;
     for (target, change) in dispatched.iter().zip(changes.drain(..)) {
+        let (id, entry) = (&target.taken.id, &target.taken.entry);
         match change {
             Change::None => {
-                target.entry.apply_refresh(target.version, None, now);
+                entry.apply_refresh(target.version, None, now);
             }
             Change::Update(item) => {
                 let broadcast = (*broadcasting.get_or_insert_with(|| notifier.broadcasting()))
                     .then(|| item.clone());
                 let shared_item = shared.cluster.as_ref().map(|cluster| (cluster, item.clone()));
-                if target.entry.apply_refresh(target.version, Some(item), now) {
+                if entry.apply_refresh(target.version, Some(item), now) {
                     if notifier.watching() {
-                        notifier.changed(&target.id, &target.entry);
+                        notifier.changed(id, entry);
                     }
                     if let Some(item) = broadcast {
-                        notifier.broadcast(target.id.clone(), item);
+                        notifier.broadcast(id.clone(), item);
                     }
                     if let Some((cluster, item)) = shared_item {
-                        cluster.refreshed(&target.id, &item);
+                        cluster.refreshed(id, &item);
                     }
                 }
             }
             Change::Delete => {
                 // Only if still live at the version dispatched, checked and marked at once: a
                 // caller's update, before or during this, wins.
-                if target.entry.mark_removed_if_version(target.version)
-                    && shared.store.remove_entry(&target.id, &target.entry)
+                if entry.mark_removed_if_version(target.version)
+                    && shared.store.remove_entry(id, entry)
                 {
-                    shared.forget(&target.id, &target.entry, RemovalCause::SyncDeleted);
+                    shared.forget(id, entry, RemovalCause::SyncDeleted);
                     if let Some(cluster) = &shared.cluster {
-                        cluster.deleted(&target.id);
+                        cluster.deleted(id);
                     }
                 }
             }

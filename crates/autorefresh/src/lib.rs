@@ -85,16 +85,16 @@ mod notify;
 mod queue;
 mod removal;
 mod replica;
+mod sync;
 mod sync_service;
 
 // `Shutdown` is in `Cluster::run`'s signature: without it, implementing `Cluster` through the
 // facade would need a direct dependency on `autorefresh-core` just to name the type.
 pub use autorefresh_core::{
-    Batch, Cluster, ClusterError, CreateBatchesFunc, EntryHandle, EntrySnapshot, EntryState,
-    EntryVersion, Error, EvictionListener, FixedSizeBatches, GetOrInsert, Item, ItemSyncResponse,
-    ItemWrapper, LocalReplica, Metrics, NoopMetrics, QueueSlot, QueueState, RateLimiter,
-    RetryAfter, Shutdown, SingleItemBatches, Store, SyncAction, SyncError, SyncFailureKind,
-    SyncFunc, SyncResult,
+    Batch, Cluster, ClusterError, CreateBatchesFunc, EntryHandle, EntryState, EntryVersion, Error,
+    EvictionListener, FixedSizeBatches, GetOrInsert, Item, ItemSyncResponse, ItemWrapper,
+    LocalReplica, Metrics, NoopMetrics, RateLimiter, RetryAfter, Shutdown, SingleItemBatches,
+    Store, SyncAction, SyncError, SyncFailureKind, SyncFunc, SyncResult,
 };
 pub use autorefresh_moka::MokaStore;
 pub use autorefresh_papaya::PapayaStore;

@@ -1,0 +1,347 @@
+//! The queue's protocol, one step at a time on one thread (`model.rs` checks it across
+//! threads).
+
+use super::*;
+
+type Queue = WorkQueue<&'static str, u32>;
+
+fn queue() -> Queue {
+    WorkQueue::new()
+}
+
+fn pop(queue: &Queue) -> Option<Vec<TakenItem<&'static str, u32>>> {
+    let mut into = Vec::new();
+    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut into).map(|_| into)
+}
+
+fn ids(batch: &[TakenItem<&'static str, u32>]) -> Vec<&'static str> {
+    batch.iter().map(|item| item.id).collect()
+}
+
+/// Batches the pool as one batch, as the dispatcher does with a batcher.
+fn batch_all(queue: &Queue) {
+    let mut hand = queue.take_pool();
+    let all: Vec<usize> = (0..hand.pooled().len()).collect();
+    assert!(hand.push_batches(&[all]).is_empty());
+}
+
+fn finish(
+    queue: &Queue,
+    batch: Vec<TakenItem<&'static str, u32>>,
+    outcome: Outcome,
+) -> Vec<&'static str> {
+    queue.finish(batch.into_iter().map(|t| (t, outcome)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_is_queued_once_and_runs_again_if_added_in_flight() {
+    let queue = queue();
+    let a = EntryHandle::new(1);
+    assert!(queue.add("a", a.clone()));
+    assert!(!queue.add("a", a.clone()), "already due");
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    assert_eq!(ids(&batch), ["a"]);
+    assert!(pop(&queue).is_none());
+
+    assert!(queue.add("a", a.clone())); // while in flight: never dispatched twice at once
+    let mut sweep = queue.sweeper(Some(NonZeroUsize::MIN));
+    sweep.offer(&"a", &a); // a sweep too
+    assert_eq!(sweep.finish(), 0, "flagged once");
+    batch_all(&queue);
+    assert!(pop(&queue).is_none());
+    assert_eq!(queue.stats().running, 1);
+
+    finish(&queue, batch, Outcome::Done);
+    batch_all(&queue);
+    let again = pop(&queue).unwrap();
+    assert_eq!(ids(&again), ["a"], "runs once more after");
+    finish(&queue, again, Outcome::Done);
+    assert_eq!(queue.stats(), QueueStats::default());
+    assert_eq!(a.queue_state(), QueueState::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_batches_by_size_and_skips_what_is_due() {
+    let queue = queue();
+    let entries: Vec<_> = (0..5).map(EntryHandle::new).collect();
+    queue.add("c", entries[2].clone()); // due already, in the pool
+    let mut sweep = queue.sweeper(NonZeroUsize::new(2));
+    for (id, entry) in ["a", "b", "c", "d", "e"].iter().zip(&entries) {
+        sweep.offer(id, entry);
+    }
+    assert_eq!(sweep.finish(), 4);
+    assert_eq!(ids(&pop(&queue).unwrap()), ["a", "b"]);
+    assert_eq!(ids(&pop(&queue).unwrap()), ["d", "e"]);
+    assert!(pop(&queue).is_none());
+    assert_eq!(queue.stats().ready, 1, "c waits in the pool");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_queues_batches_larger_than_a_chunk_and_what_it_claimed_if_dropped() {
+    let queue = WorkQueue::<usize, u32>::new();
+    let size = NonZeroUsize::new(SWEEP_CHUNK + 10).unwrap();
+    let entries: Vec<_> = (0..SWEEP_CHUNK + 15).map(|_| EntryHandle::new(0)).collect();
+    let mut sweep = queue.sweeper(Some(size));
+    for (id, entry) in entries.iter().enumerate() {
+        sweep.offer(&id, entry);
+    }
+    assert_eq!(sweep.finish(), SWEEP_CHUNK + 15);
+    let mut into = Vec::new();
+    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut into).unwrap();
+    assert_eq!(into.len(), SWEEP_CHUNK + 10);
+    let mut rest = Vec::new();
+    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut rest).unwrap();
+    assert_eq!(rest.len(), 5);
+
+    let a = EntryHandle::new(0);
+    let mut sweep = queue.sweeper(Some(size));
+    sweep.offer(&usize::MAX, &a);
+    drop(sweep); // a sweep that panicked
+    let mut last = Vec::new();
+    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut last).unwrap();
+    assert_eq!(last.len(), 1, "claimed, so queued");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_waits_for_its_deadline_unless_added_sooner() {
+    let queue = queue();
+    let a = EntryHandle::new(1);
+    queue.add("a", a.clone());
+    batch_all(&queue);
+    finish(&queue, pop(&queue).unwrap(), Outcome::Retry(Duration::from_secs(10)));
+    assert_eq!(queue.stats().delayed, 1);
+    assert!(a.queue_state().backed_off);
+    let deadline = queue.promote_due().unwrap();
+    assert_eq!(deadline - Instant::now(), Duration::from_secs(10));
+
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let mut sweep = queue.sweeper(None);
+    sweep.offer(&"a", &a); // a sweep: the earlier deadline wins
+    assert_eq!(sweep.finish(), 1);
+    assert_eq!(queue.promote_due(), None, "no longer delayed");
+    assert_eq!(queue.stats(), QueueStats { tracked: 1, ready: 1, ..QueueStats::default() });
+
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    assert!(batch[0].backed_off, "the limiter still holds its failures");
+    finish(&queue, batch, Outcome::Retry(Duration::from_secs(1)));
+    assert!(queue.promote_due().is_some());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(queue.promote_due(), None);
+    assert!(queue.has_pooled());
+
+    batch_all(&queue);
+    finish(&queue, pop(&queue).unwrap(), Outcome::Retry(Duration::ZERO));
+    assert!(queue.has_pooled(), "no backoff: due at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_entry_leaves_the_queue_wherever_it_is() {
+    let queue = queue();
+    // In flight: not queued again, and its backoff is handed back to forget.
+    let a = EntryHandle::new(1);
+    queue.add("a", a.clone());
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    queue.add("a", a.clone());
+    a.mark_removed();
+    queue.remove(&a);
+    let forget = finish(&queue, batch, Outcome::Retry(Duration::from_secs(1)));
+    assert_eq!(forget, ["a"]);
+    assert_eq!(queue.stats(), QueueStats::default(), "removed while in flight: dropped");
+
+    // Queued: the worker skips it.
+    let b = EntryHandle::new(2);
+    queue.add("b", b.clone());
+    batch_all(&queue);
+    b.mark_removed();
+    queue.remove(&b);
+    assert_eq!(queue.stats(), QueueStats::default());
+    assert!(pop(&queue).is_none());
+
+    // Delayed: its retry is dropped.
+    let c = EntryHandle::new(3);
+    queue.add("c", c.clone());
+    batch_all(&queue);
+    finish(&queue, pop(&queue).unwrap(), Outcome::Retry(Duration::from_secs(5)));
+    assert_eq!(queue.stats().delayed, 1);
+    c.mark_removed();
+    queue.remove(&c);
+    assert_eq!(queue.stats(), QueueStats::default());
+    assert_eq!(queue.promote_due(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_created_again_while_its_old_entry_is_in_flight_waits_for_it() {
+    let queue = queue();
+    let old = EntryHandle::new(4);
+    queue.add("d", old.clone());
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    // The store let go of the old entry, and the id was created again, before the queue was
+    // told of the removal (or without it ever being told): the guard is the id itself.
+    let new = EntryHandle::new(5);
+    assert!(queue.add("d", new.clone()));
+    queue.add("e", EntryHandle::new(6));
+    batch_all(&queue);
+    assert_eq!(ids(&pop(&queue).unwrap()), ["e"], "d waits: never two in flight");
+    assert!(pop(&queue).is_none());
+    assert_eq!(queue.stats().in_flight, 2);
+    assert_eq!(new.queue_state().slot, QueueSlot::Queued, "parked, still queued");
+    old.mark_removed();
+    queue.remove(&old);
+    finish(&queue, batch, Outcome::Done);
+    batch_all(&queue);
+    let next = pop(&queue).unwrap();
+    assert!(next[0].entry.same_entry(&new), "released when the old one ended");
+    finish(&queue, next, Outcome::Done);
+    assert_eq!(queue.stats().tracked, 1, "e is still in flight");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_entry_removed_meanwhile_is_dropped_when_released() {
+    let queue = queue();
+    let old = EntryHandle::new(1);
+    queue.add("a", old.clone());
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    let new = EntryHandle::new(2);
+    queue.add("a", new.clone());
+    batch_all(&queue);
+    assert!(pop(&queue).is_none(), "parked");
+    new.mark_removed();
+    queue.remove(&new);
+    finish(&queue, batch, Outcome::Done);
+    batch_all(&queue);
+    assert!(pop(&queue).is_none());
+    assert_eq!(queue.stats(), QueueStats::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_the_batcher_leaves_out_or_fails_on_are_handled() {
+    let queue = queue();
+    for id in ["a", "b", "c"] {
+        queue.add(id, EntryHandle::new(0));
+    }
+    let mut hand = queue.take_pool();
+    hand.pooled()[0]
+        .as_ref()
+        .unwrap()
+        .item
+        .entry
+        .update_queue_state(|s| Some(QueueState { backed_off: true, ..s }))
+        .unwrap();
+    let forget = hand.leave(&[0]);
+    assert_eq!(forget, ["a"], "left out, with limiter state to drop");
+    assert_eq!(queue.stats().tracked, 2);
+
+    let gone = hand.fail(&[Duration::from_secs(5), Duration::from_secs(5)]);
+    assert!(gone.is_empty());
+    assert_eq!(queue.stats(), QueueStats { tracked: 2, delayed: 2, ..QueueStats::default() });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_dropped_by_a_panic_lets_go_of_what_it_holds() {
+    let queue = queue();
+    let a = EntryHandle::new(0);
+    queue.add("a", a.clone());
+    queue.add("b", EntryHandle::new(0));
+    let hand = queue.take_pool();
+    drop(hand); // a batcher, limiter or `Clone` that panicked
+    assert_eq!(queue.stats(), QueueStats::default());
+    assert_eq!(a.queue_state().slot, QueueSlot::Idle, "the next sweep claims it again");
+    let mut sweep = queue.sweeper(None);
+    sweep.offer(&"a", &a);
+    assert_eq!(sweep.finish(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_clone_in_a_sweep_strands_nothing() {
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Fragile;
+    impl Clone for Fragile {
+        fn clone(&self) -> Self {
+            panic!("clone");
+        }
+    }
+    let queue = WorkQueue::<Fragile, u32>::new();
+    let a = EntryHandle::new(0);
+    let mut sweep = queue.sweeper(None);
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sweep.offer(&Fragile, &a)));
+    assert!(panicked.is_err());
+    drop(sweep);
+    assert_eq!(a.queue_state().slot, QueueSlot::Idle);
+    assert_eq!(queue.stats(), QueueStats::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_gives_up_releases_its_ids() {
+    let queue = queue();
+    let a = EntryHandle::new(1);
+    queue.add("a", a.clone());
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    a.update_queue_state(|s| Some(QueueState { backed_off: true, ..s })).unwrap();
+    assert!(finish(&queue, batch, Outcome::Abandoned).is_empty());
+    assert_eq!(queue.stats(), QueueStats::default());
+    assert_eq!(a.queue_state(), QueueState { slot: QueueSlot::Idle, backed_off: true });
+
+    // Popped but not started (hashing an id panicked): let go.
+    let b = EntryHandle::new(2);
+    queue.add("b", b.clone());
+    batch_all(&queue);
+    let mut popped = Vec::new();
+    {
+        let mut inner = queue.inner.lock();
+        let mark = inner.marks.pop_front().unwrap();
+        popped.extend(inner.items.drain(..mark.len));
+    }
+    queue.abandon(popped);
+    assert_eq!(b.queue_state().slot, QueueSlot::Idle);
+    assert_eq!(queue.stats(), QueueStats::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_finishing_after_close_is_returned_for_its_limiter_state() {
+    let queue = queue();
+    queue.add("a", EntryHandle::new(1));
+    queue.add("b", EntryHandle::new(2));
+    queue.add("c", EntryHandle::new(3));
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    queue.close(); // shutdown while the batch was in flight
+    let mut forget = queue.finish(batch.into_iter().map(|t| {
+        let outcome = match t.id {
+            "a" => Outcome::Retry(Duration::from_secs(1)),
+            "b" => Outcome::Retry(Duration::ZERO),
+            _ => Outcome::Done,
+        };
+        (t, outcome)
+    }));
+    forget.sort_unstable();
+    assert_eq!(forget, ["a", "b"], "the retries' backoff must be forgotten; a success has none");
+    assert_eq!(queue.stats(), QueueStats::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_lets_go_of_everything_and_ignores_later_adds() {
+    let queue = queue();
+    let a = EntryHandle::new(0);
+    queue.add("a", a.clone());
+    let b = EntryHandle::new(0);
+    queue.add("b", b.clone());
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    let c = EntryHandle::new(0);
+    queue.add("c", c.clone());
+    queue.close();
+    assert!(!queue.add("d", EntryHandle::new(0)));
+    finish(&queue, batch, Outcome::Retry(Duration::from_secs(1)));
+    assert_eq!(queue.stats(), QueueStats::default());
+    assert!(!queue.has_pooled());
+    for entry in [a, b, c] {
+        assert_eq!(entry.queue_state().slot, QueueSlot::Idle);
+    }
+}
