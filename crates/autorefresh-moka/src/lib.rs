@@ -6,8 +6,10 @@
 //!
 //! - an item just created is never the one evicted (moka's default TinyLFU admission could
 //!   reject it; the LRU policy never does);
-//! - the capacity is exact as readers see it (moka evicts lazily; inserts run its pending
-//!   maintenance before they return);
+//! - the capacity holds once an insert returns (moka evicts lazily; inserts run its pending
+//!   maintenance before they return), but while an insert runs its new entry and its victim
+//!   are both readable: other threads can see one entry over the capacity (moka inserts
+//!   before it evicts, and does not tell which entry it will evict);
 //! - only callers' reads count as use, never the background refresh walking the entries;
 //! - every entry the store drops is marked removed, and every eviction is counted and
 //!   reported, exactly once, to the eviction listener.

@@ -28,12 +28,18 @@ const MAX_MAINTENANCE_ROUNDS: usize = 8;
 ///   ([`EvictionPolicy::lru`]), not its default TinyLFU, whose admission filter can turn a
 ///   brand-new id away in favour of older, more popular ones. The entry an insert just made
 ///   is the most recently used one, so the eviction it causes takes the least recently used.
-/// - **Exact capacity.** moka evicts lazily; [`get_or_insert`](Store::get_or_insert) runs
-///   moka's pending maintenance before it returns, so once it has returned at most
-///   `capacity` entries are readable. Inserts of new ids are serialized by a lock (moka's
-///   maintenance is serial anyway), so even under concurrent inserts at most one entry above
-///   the capacity is ever readable, for the duration of that insert. Reads take no lock and
-///   never run the maintenance themselves.
+/// - **Capacity exact once inserts return, not while they run.** moka inserts before it
+///   evicts: a new entry is readable at once, and its victim leaves only when moka's
+///   maintenance runs, which [`get_or_insert`](Store::get_or_insert) runs before it returns.
+///   moka does not tell which entry its LRU order would evict, so the store cannot remove the
+///   victim first; meanwhile other threads can read the capacity plus one (inserts of new ids
+///   take turns on a lock, moka's maintenance being serial anyway, so at most one is in
+///   progress). Once every `get_or_insert`
+///   has returned, at most `capacity` entries are readable. This is weaker than the
+///   [`Store`] rule as `autorefresh-papaya` keeps it (never more than the capacity, at any
+///   instant); the conformance suite runs this store with
+///   `capacity_exceeded_during_inserts = true`. Reads take no lock and never run the
+///   maintenance themselves.
 /// - **Recency is the callers'.** [`get`](Store::get) and `get_or_insert` count as use
 ///   (moka's read log); [`for_each_entry`](Store::for_each_entry) walks moka's
 ///   [`iter`](moka::sync::Cache::iter), which reads the map without logging a read, so a

@@ -4,8 +4,10 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread;
 
 use autorefresh_core::{EntryHandle, Error, EvictionListener, GetOrInsert, Store};
 
@@ -46,15 +48,22 @@ const WINDOW: usize = 32;
 ///   [`remove`](Store::remove), [`remove_entry`](Store::remove_entry) or eviction, is marked
 ///   with [`EntryHandle::mark_removed`] before the call returns and before the listener sees
 ///   it; it is marked once the store's lock is released, as marking takes the entry's own
-///   lock, which a caller may hold while it calls the store. `remove_entry` removes the id only while it still maps to that very entry
-///   ([`EntryHandle::same_entry`]), atomically with every insert and removal (the lock).
+///   lock, which a caller may hold while it calls the store. `remove_entry` removes the id
+///   only while it still maps to that very entry ([`EntryHandle::same_entry`]), atomically
+///   with every insert and removal (the lock).
+/// - **A panicking id leaves it consistent.** A panic in an id's `Hash`, `Eq` or `Clone`
+///   reaches the caller with the store as if the call had not been made, but for one case:
+///   when inserting the new entry panics after its victim left the map, the victim is
+///   evicted (marked, counted and reported) and the store holds one entry less.
 ///
 /// Evictions are counted ([`evictions`](PapayaStore::evictions)) and reported to the
 /// listener set with [`set_eviction_listener`](Store::set_eviction_listener), exactly once
 /// per evicted entry, by the call that evicted it, after it released the lock and before it
 /// returns; the listener may call back into the store. Explicit removals are not evictions
 /// and are not reported. A panic in the listener reaches that call's caller, with the store
-/// consistent: the entry was already removed, marked and counted.
+/// consistent: the entry was already removed, marked and counted (unless the call is already
+/// unwinding from a panic of an id: the listener's panic is then dropped, as a second panic
+/// would abort).
 ///
 /// Cloning is cheap and the clones share the same entries, counters and listener.
 ///
@@ -132,7 +141,34 @@ struct Counters {
     evictions: AtomicU64,
 }
 
+/// An entry evicted under the ring lock. Dropped once the lock is released, also when the
+/// insert that evicted it panics after evicting it: it marks the entry removed, then reports
+/// it to the listener.
+struct Evicted<'a, K, V, S> {
+    store: &'a PapayaStore<K, V, S>,
+    id: K,
+    entry: EntryHandle<V>,
+}
+
+impl<K, V, S> Drop for Evicted<'_, K, V, S> {
+    fn drop(&mut self) {
+        // Marking takes the entry's own lock, which a caller may hold while it calls the store.
+        self.entry.mark_removed();
+        if thread::panicking() {
+            // A panic of the listener now would abort the process: the panic already
+            // unwinding wins.
+            let report = AssertUnwindSafe(|| self.store.report(&self.id, &self.entry));
+            let _ = panic::catch_unwind(report);
+        } else {
+            self.store.report(&self.id, &self.entry);
+        }
+    }
+}
+
 /// The ring: which id holds each slot, the free slots, and the hand.
+///
+/// Every slot is either free (on `free`, holding `None`) or holds the id that the map maps to
+/// that slot.
 struct Ring<K> {
     ids: Vec<Option<K>>,
     free: Vec<usize>,
@@ -258,7 +294,7 @@ impl<K, V, S> PapayaStore<K, V, S> {
 
     fn lock_ring(&self) -> MutexGuard<'_, Ring<K>> {
         // A panic under the lock (in an id's `Hash`, `Eq` or `Clone`) leaves the ring and the
-        // map as consistent as between two steps of one change; going on beats poisoning.
+        // map consistent (see `insert_locked`): there is nothing to poison.
         self.inner.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -277,63 +313,68 @@ where
     V: Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// Under the ring lock: inserts `id` unless present; returns the outcome and the entry
-    /// evicted to make room, if any.
-    fn insert_locked(
-        &self,
+    /// Under the ring lock: inserts `id` unless present, putting the entry evicted to make
+    /// room, if any, in `evicted`.
+    ///
+    /// The id's `Hash`, `Eq` and `Clone` may panic. Each step that runs them (a read, the
+    /// clone, the victim's removal from the map, the new entry's insert) changes the store
+    /// only once it has run them, and leaves it consistent: a panic after the victim left the
+    /// map leaves the store one entry short, with the victim evicted and `evicted` set.
+    fn insert_locked<'a>(
+        &'a self,
         ring: &mut Ring<K>,
         id: K,
         entry: EntryHandle<V>,
-    ) -> (GetOrInsert<V>, Option<(K, EntryHandle<V>)>) {
+        evicted: &mut Option<Evicted<'a, K, V, S>>,
+    ) -> GetOrInsert<V> {
         let inner = &*self.inner;
         let map = inner.map.pin();
         if let Some(slot) = map.get(&id) {
             inner.touch(slot.index);
-            return (GetOrInsert::Existing(slot.entry.clone()), None);
+            return GetOrInsert::Existing(slot.entry.clone());
         }
-        // Cloned before anything changes, so that a panicking `Clone` changes nothing.
         let ring_id = id.clone();
         let counters = &inner.counters;
+        if counters.len.load(Ordering::Relaxed) as u64 >= inner.capacity {
+            *evicted = self.evict_locked(ring, &map);
+        }
+        let index = self.reserve_slot(ring);
         // The new entry is stamped between the uses before it and the uses after it.
         let stamp = counters.now.load(Ordering::Relaxed).wrapping_add(1);
-        let now = stamp.wrapping_add(1);
-        counters.now.store(now, Ordering::Relaxed);
-        let full = counters.len.load(Ordering::Relaxed) as u64 >= inner.capacity;
-        let (index, evicted) = match full.then(|| self.evict_locked(ring, &map, now)).flatten() {
-            Some((index, evicted)) => (index, Some(evicted)),
-            None => (self.free_slot(ring), None),
-        };
+        counters.now.store(stamp.wrapping_add(1), Ordering::Relaxed);
         inner.stamps.touch(index, stamp);
-        ring.ids[index] = Some(ring_id);
         map.insert(id, Slot { entry: entry.clone(), index });
-        if evicted.is_none() {
-            counters.len.fetch_add(1, Ordering::Relaxed);
-        }
-        (GetOrInsert::Inserted(entry), evicted)
+        // The slot is taken only once the id is in the map: a panic in the insert leaves it
+        // free.
+        ring.free.pop();
+        ring.ids[index] = Some(ring_id);
+        counters.len.fetch_add(1, Ordering::Relaxed);
+        GetOrInsert::Inserted(entry)
     }
 
-    /// A slot for a new entry while the store is not full: one freed by a removal (so the
-    /// ring never outgrows the most entries held at once), else a new one.
-    fn free_slot(&self, ring: &mut Ring<K>) -> usize {
-        if let Some(index) = ring.free.pop() {
+    /// A free slot for a new entry, left on the free list: one freed by a removal or an
+    /// eviction (so the ring never outgrows the most entries held at once), else a new one.
+    fn reserve_slot(&self, ring: &mut Ring<K>) -> usize {
+        if let Some(&index) = ring.free.last() {
             return index;
         }
         let index = ring.ids.len();
         self.inner.stamps.ensure(index);
         ring.ids.push(None);
+        ring.free.push(index);
         index
     }
 
-    /// Under the ring lock, in a full store: picks the least recently used entry of the
-    /// window at the hand and removes it from the map. Returns its freed slot, its id and its
-    /// entry, which the caller marks removed once it released the lock.
+    /// Under the ring lock, in a full store: removes the least recently used entry of the
+    /// window at the hand from the map and frees its slot. Returns it to be marked removed
+    /// and reported once the lock is released.
     fn evict_locked(
         &self,
         ring: &mut Ring<K>,
         map: &papaya::HashMapRef<'_, K, Slot<V>, S, papaya::LocalGuard<'_>>,
-        now: u32,
-    ) -> Option<(usize, (K, EntryHandle<V>))> {
+    ) -> Option<Evicted<'_, K, V, S>> {
         let inner = &*self.inner;
+        let now = inner.counters.now.load(Ordering::Relaxed);
         let slots = ring.ids.len();
         let mut victim: Option<(usize, u32)> = None;
         for step in 0..WINDOW.min(slots) {
@@ -349,14 +390,16 @@ where
             }
         }
         let (victim, _) = victim?;
-        ring.hand = (victim + 1) % slots;
+        // The removal hashes the victim's id: nothing changes before it succeeded. (It misses
+        // only if the id's `Hash` or `Eq` broke their contract.)
+        let slot = map.remove(ring.ids[victim].as_ref()?)?;
+        debug_assert_eq!(slot.index, victim);
         let id = ring.ids[victim].take()?;
-        let entry = map.remove(&id).map(|slot| {
-            debug_assert_eq!(slot.index, victim);
-            slot.entry.clone()
-        })?;
+        ring.free.push(victim);
+        ring.hand = (victim + 1) % slots;
+        inner.counters.len.fetch_sub(1, Ordering::Relaxed);
         inner.counters.evictions.fetch_add(1, Ordering::Relaxed);
-        Some((victim, (id, entry)))
+        Some(Evicted { store: self, id, entry: slot.entry.clone() })
     }
 
     /// Takes the ring lock and removes `id` if `should_remove` says so of its entry, freeing
@@ -404,15 +447,12 @@ where
         if let Some(existing) = self.get(&id) {
             return GetOrInsert::Existing(existing);
         }
-        let (outcome, evicted) = {
-            let mut ring = self.lock_ring();
-            self.insert_locked(&mut ring, id, entry)
-        };
-        if let Some((id, entry)) = evicted {
-            // Outside the lock, as in `remove_locked`; before the listener sees it.
-            entry.mark_removed();
-            self.report(&id, &entry);
-        }
+        // Declared before the lock is taken, so dropped after it is released, also when the
+        // insert unwinds.
+        let mut evicted = None;
+        let outcome = self.insert_locked(&mut self.lock_ring(), id, entry, &mut evicted);
+        // Marks the victim removed and reports it, outside the lock as in `remove_locked`.
+        drop(evicted);
         outcome
     }
 
@@ -475,3 +515,6 @@ impl<K, V, S> fmt::Debug for PapayaStore<K, V, S> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod panics;

@@ -15,6 +15,8 @@ autorefresh_store_tests::store_conformance!(
     clone = true,
     capacity = |store| store.capacity(),
     evictions = |store| store.evictions(),
+    // The victim leaves the map before the new entry enters it.
+    capacity_exceeded_during_inserts = false,
 );
 
 #[test]

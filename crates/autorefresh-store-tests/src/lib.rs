@@ -12,9 +12,13 @@
 //!   eviction listener called once per eviction with the marked handle and free to call back
 //!   into the store, `len` exact, `for_each_entry` visiting every entry, reads through
 //!   `for_each_entry` not protecting entries from eviction (within a tolerance of 10%), and
-//!   four threads of mixed operations keeping all of it.
+//!   four threads of mixed operations keeping all of it, and readers never seeing more than
+//!   the capacity while other threads insert.
 //! - `exact_lru = true`: the eviction order is exactly least-recently-used (by `get` and
 //!   `get_or_insert`, never by `for_each_entry`) at capacities up to 32.
+//! - `capacity_exceeded_during_inserts = true`: the store makes a new entry readable before
+//!   it evicts for it, so readers may see one entry over the capacity per insert in progress
+//!   (see [`Subject::with_capacity_exceeded_during_inserts`]).
 //! - Options for what a store may offer beyond the trait (see [`store_conformance!`]): a
 //!   constructor refusing a capacity of 0, `Clone`, its capacity, its eviction counter.
 //!
@@ -135,6 +139,7 @@ pub struct Subject<S> {
     evictions: Option<Reading<S>>,
     capacity: Option<Reading<S>>,
     exact_lru: bool,
+    capacity_exceeded_during_inserts: bool,
 }
 
 impl<S> fmt::Debug for Subject<S> {
@@ -143,6 +148,7 @@ impl<S> fmt::Debug for Subject<S> {
             .field("evictions", &self.evictions.is_some())
             .field("capacity", &self.capacity.is_some())
             .field("exact_lru", &self.exact_lru)
+            .field("capacity_exceeded_during_inserts", &self.capacity_exceeded_during_inserts)
             .finish_non_exhaustive()
     }
 }
@@ -157,13 +163,57 @@ impl<S: Store<String, u32>> Subject<S> {
     /// A store made by `make`, a constructor that refuses a capacity of 0 with
     /// [`Error::InvalidConfig`] (see [`rules::capacity_zero_is_a_config_error`]).
     pub fn try_new(make: impl Fn(u64) -> Result<S, Error> + 'static) -> Self {
-        Self { make: Box::new(make), evictions: None, capacity: None, exact_lru: false }
+        Self {
+            make: Box::new(make),
+            evictions: None,
+            capacity: None,
+            exact_lru: false,
+            capacity_exceeded_during_inserts: false,
+        }
     }
 
     /// Whether the store evicts in exactly least-recently-used order, at least at capacities
     /// up to 32: the rules then check the order, not only its approximation.
     pub fn with_exact_lru(mut self, exact_lru: bool) -> Self {
         self.exact_lru = exact_lru;
+        self
+    }
+
+    /// Whether readers may see more than the capacity while inserts are in progress: at most
+    /// one entry over it per `get_or_insert` in progress, and at most the capacity once every
+    /// `get_or_insert` has returned. A store that makes a new entry readable before it
+    /// evicts for it (as moka does) needs this;
+    /// [`rules::concurrent_readers_never_see_more_than_the_capacity`] then allows it. By
+    /// default (`false`) the capacity is exact as readers see it, at every instant.
+    ///
+    /// ```
+    /// # use std::sync::Mutex;
+    /// # use autorefresh_core::{EntryHandle, EvictionListener, GetOrInsert, Store};
+    /// # /// A store that never evicts, for illustration.
+    /// # #[derive(Default)]
+    /// # struct Unbounded(Mutex<Vec<(String, EntryHandle<u32>)>>);
+    /// # impl Store<String, u32> for Unbounded {
+    /// #     fn get(&self, id: &String) -> Option<EntryHandle<u32>> {
+    /// #         self.0.lock().unwrap().iter().find(|(k, _)| k == id).map(|(_, e)| e.clone())
+    /// #     }
+    /// #     fn get_or_insert(&self, id: String, entry: EntryHandle<u32>) -> GetOrInsert<u32> {
+    /// #         self.0.lock().unwrap().push((id, entry.clone()));
+    /// #         GetOrInsert::Inserted(entry)
+    /// #     }
+    /// #     fn remove(&self, _: &String) -> Option<EntryHandle<u32>> { None }
+    /// #     fn remove_entry(&self, _: &String, _: &EntryHandle<u32>) -> bool { false }
+    /// #     fn len(&self) -> usize { self.0.lock().unwrap().len() }
+    /// #     fn for_each_entry(&self, _: &mut dyn FnMut(&String, &EntryHandle<u32>)) {}
+    /// #     fn set_eviction_listener(&self, _: EvictionListener<String, u32>) {}
+    /// # }
+    /// use autorefresh_store_tests::Subject;
+    ///
+    /// let subject = Subject::new(|_capacity| Unbounded::default())
+    ///     .with_capacity_exceeded_during_inserts(true);
+    /// assert!(subject.capacity_exceeded_during_inserts());
+    /// ```
+    pub fn with_capacity_exceeded_during_inserts(mut self, exceeded: bool) -> Self {
+        self.capacity_exceeded_during_inserts = exceeded;
         self
     }
 
@@ -193,6 +243,12 @@ impl<S: Store<String, u32>> Subject<S> {
     /// Whether the store evicts in exact LRU order (see [`with_exact_lru`](Self::with_exact_lru)).
     pub fn exact_lru(&self) -> bool {
         self.exact_lru
+    }
+
+    /// Whether readers may see more than the capacity while inserts are in progress (see
+    /// [`with_capacity_exceeded_during_inserts`](Self::with_capacity_exceeded_during_inserts)).
+    pub fn capacity_exceeded_during_inserts(&self) -> bool {
+        self.capacity_exceeded_during_inserts
     }
 
     /// The capacity `store` reports, if the subject knows how to read it.
@@ -226,6 +282,8 @@ impl<S: Store<String, u32>> Subject<S> {
 ///   [`rules::capacity_is_the_one_given`]).
 /// - `evictions = |store| ...`: the store's own eviction count, checked against the
 ///   listener's calls.
+/// - `capacity_exceeded_during_inserts = true`: readers may see one entry over the capacity
+///   per insert in progress (see [`Subject::with_capacity_exceeded_during_inserts`]).
 ///
 /// ```text
 /// autorefresh_store_tests::store_conformance!(
@@ -234,6 +292,7 @@ impl<S: Store<String, u32>> Subject<S> {
 ///     clone = true,
 ///     capacity = |store| store.capacity(),
 ///     evictions = |store| store.evictions(),
+///     capacity_exceeded_during_inserts = true,
 /// );
 /// ```
 ///
@@ -278,6 +337,7 @@ macro_rules! store_conformance {
                 usable_as_a_shared_trait_object
                 concurrent_inserts_and_removes_keep_every_rule
                 reads_during_inserts_never_see_more_than_the_capacity
+                concurrent_readers_never_see_more_than_the_capacity
                 $($extra)*
             ]);
             $($crate::store_conformance!(@if $exact $subject [
@@ -301,12 +361,14 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@rules $subject [$($rule)*]);
     };
     (@entry $new:ident $make:expr, [$($extra:ident)*] $(, exact_lru = $exact:tt)? $(, clone = $clone:tt)?
-        $(, capacity = $capacity:expr)? $(, evictions = $evictions:expr)? $(,)?) => {
+        $(, capacity = $capacity:expr)? $(, evictions = $evictions:expr)?
+        $(, capacity_exceeded_during_inserts = $exceeded:expr)? $(,)?) => {
         $crate::store_conformance!(@module {
             $crate::Subject::$new($make)
                 $(.with_exact_lru($exact))?
                 $(.with_capacity($capacity))?
                 $(.with_evictions($evictions))?
+                $(.with_capacity_exceeded_during_inserts($exceeded))?
         } [$($extra)*] exact_lru = [$($exact)?] clone = [$($clone)?] capacity = [$(($capacity))?]);
     };
     (make_store = $make:expr $(, $($options:tt)*)?) => {

@@ -664,6 +664,64 @@ pub fn reads_during_inserts_never_see_more_than_the_capacity<S: Store<String, u3
     subject.assert_evictions(&store, (INSERTS - CAPACITY).into());
 }
 
+/// While three threads insert new ids into a full store, a reader never finds more than the
+/// capacity readable at once; for a store
+/// [`with_capacity_exceeded_during_inserts`](Subject::with_capacity_exceeded_during_inserts),
+/// never more than the capacity plus one per inserting thread.
+///
+/// The reader walks the entries twice, back to back. No id is inserted twice nor removed, so
+/// an id found by both walks was readable all the time between them: the ids found by both
+/// were readable together at the instant the first walk ended. (One walk alone could count
+/// an evicted entry and the entry that replaced it, which were never readable together.)
+pub fn concurrent_readers_never_see_more_than_the_capacity<S: Store<String, u32>>(
+    subject: &Subject<S>,
+) {
+    const CAPACITY: u32 = 8;
+    const INSERTERS: u32 = 3;
+    const INSERTS: u32 = 2_000;
+    const MAX_WALKS: u32 = 1_000_000;
+    let allowed =
+        if subject.capacity_exceeded_during_inserts() { CAPACITY + INSERTERS } else { CAPACITY };
+    let store = subject.make(CAPACITY.into());
+    for id in 0..CAPACITY {
+        insert(&store, format!("first-{id}"), id);
+    }
+    let inserting = AtomicU64::new(INSERTERS.into());
+    let most_seen = thread::scope(|s| {
+        for t in 0..INSERTERS {
+            let (store, inserting) = (&store, &inserting);
+            s.spawn(move || {
+                for i in 0..INSERTS {
+                    insert(store, format!("{t}-{i}"), i);
+                }
+                inserting.fetch_sub(1, Ordering::Release);
+            });
+        }
+        let reader = s.spawn(|| {
+            let mut most_seen = 0;
+            for _ in 0..MAX_WALKS {
+                if inserting.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                let first = readable(&store);
+                let mut both = 0;
+                store.for_each_entry(&mut |id, _| both += usize::from(first.contains(id)));
+                assert!(
+                    both <= allowed as usize,
+                    "{both} entries readable at once, capacity {CAPACITY}, {INSERTERS} inserting"
+                );
+                most_seen = most_seen.max(both);
+            }
+            most_seen
+        });
+        reader.join().expect("the reader panicked")
+    });
+    assert!(most_seen <= allowed as usize);
+    assert_eq!(store.len() as u32, CAPACITY);
+    assert_eq!(readable(&store).len() as u32, CAPACITY);
+    subject.assert_evictions(&store, (INSERTERS * INSERTS).into());
+}
+
 /// A capacity of 0 is refused with [`Error::InvalidConfig`] naming the field `capacity`.
 pub fn capacity_zero_is_a_config_error<S: Store<String, u32>>(subject: &Subject<S>) {
     match subject.try_make(0) {
