@@ -151,7 +151,10 @@ fn churn(
     while ops < MAX_OPS_PER_THREAD && !stop.load(Ordering::Relaxed) {
         let roll = next();
         let id = id((roll >> 16) as usize % IDS);
-        match roll % 20 {
+        // The first thread only deletes and re-creates (the review's reproduction); the
+        // others mix every operation.
+        let op = if seed == 1 { 0 } else { roll % 20 };
+        match op {
             // The pattern a review found losing ids: delete, then create again at once.
             0..=6 => {
                 cache.delete(&id);
