@@ -55,7 +55,7 @@ where
             _ = sweeps.tick() => survive(&shared, "sweep", || sweep(&shared)),
             () = retry_timer => {}
             () = shared.queue.dispatcher_woken() => {}
-            _ = reports.tick() => report_unfinished_work(&shared),
+            _ = reports.tick() => survive(&shared, "report", || report_unfinished_work(&shared)),
         }
     }
 }
