@@ -23,7 +23,10 @@ pub enum GetOrInsert<V> {
 ///   count as use for the eviction order; [`for_each_entry`](Store::for_each_entry) does not
 ///   (the background refresh works through handles and never touches the order).
 /// - **Capacity is exact as readers see it**: once `get_or_insert` returns, at most the
-///   capacity is readable, and the entry it just inserted is never the one evicted for it.
+///   capacity is readable, and the entry it just inserted is never the one evicted for it. A
+///   store that inserts before it evicts (`MokaStore`) may show one more entry per insert in
+///   progress to other threads, for that instant, and says so (the conformance suite's
+///   `capacity_exceeded_during_inserts`).
 /// - **Removed means removed**: every entry the store drops (by `remove`, `remove_entry` or
 ///   eviction) is marked with [`EntryHandle::mark_removed`] before the call returns or the
 ///   listener runs; evictions are reported to the [`EvictionListener`], which must not be
