@@ -60,45 +60,66 @@ where
 
     /// A receiver of `entry`'s value, or `None` if the entry was removed meanwhile.
     pub(crate) fn subscribe(&self, id: &K, entry: EntryHandle<V>) -> Option<watch::Receiver<V>> {
-        let mut watches = self.watches.lock();
-        if let Some(watch) = watches.get(id) {
-            if watch.entry.same_entry(&entry) {
-                return Some(watch.sender.subscribe());
+        {
+            let watches = self.watches.lock();
+            if let Some(watch) = watches.get(id) {
+                if watch.entry.same_entry(&entry) {
+                    return Some(watch.sender.subscribe());
+                }
             }
         }
-        // Count the watch before reading the entry, so an update applied after this read sees
-        // it (see `watching`).
+        // The item and the id are cloned (user code) outside the lock. The watch is counted
+        // before the entry is read, so an update applied after this read sees it (see
+        // `watching`) or is caught up on below.
         self.watching.fetch_add(1, Ordering::SeqCst);
         let snapshot = entry.snapshot();
         if snapshot.state == EntryState::Removed {
             self.watching.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
+        let key = id.clone();
         let (sender, receiver) = watch::channel(snapshot.item);
-        let watch = Watch { entry, sender, version: snapshot.version };
+        let watch = Watch { entry: entry.clone(), sender, version: snapshot.version };
+        let mut watches = self.watches.lock();
+        if let Some(existing) = watches.get(id).filter(|watch| watch.entry.same_entry(&entry)) {
+            // Another subscriber registered this entry meanwhile: join it.
+            let receiver = existing.sender.subscribe();
+            drop(watches);
+            self.watching.fetch_sub(1, Ordering::SeqCst);
+            return Some(receiver);
+        }
         // A watch of an older entry under this id (removed meanwhile) is dropped: closed.
-        if watches.insert(id.clone(), watch).is_some() {
+        if watches.insert(key, watch).is_some() {
             self.watching.fetch_sub(1, Ordering::SeqCst);
         }
+        drop(watches);
+        // An update applied between the read above and the registration found no watch.
+        self.changed(id, &entry);
         Some(receiver)
     }
 
     /// `entry` changed: sends its current value to its subscribers, or drops its watch if
     /// they are all gone. Call only when [`watching`](Self::watching).
     pub(crate) fn changed(&self, id: &K, entry: &EntryHandle<V>) {
-        let mut watches = self.watches.lock();
-        let Some(watch) = watches.get_mut(id) else { return };
-        if !watch.entry.same_entry(entry) {
-            return;
+        {
+            let mut watches = self.watches.lock();
+            let Some(watch) = watches.get_mut(id) else { return };
+            if !watch.entry.same_entry(entry) {
+                return;
+            }
+            if watch.sender.receiver_count() == 0 {
+                watches.remove(id);
+                self.watching.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
         }
-        if watch.sender.receiver_count() == 0 {
-            watches.remove(id);
-            self.watching.fetch_sub(1, Ordering::SeqCst);
-            return;
-        }
-        // The current value, not the one this caller stored: of two racing changes, the later
-        // version is what subscribers keep.
+        // The current value, not the one this caller stored, cloned outside the lock; of two
+        // racing changes, the later version is what subscribers keep.
         let (item, version) = entry.load_versioned();
+        let mut watches = self.watches.lock();
+        let Some(watch) = watches.get_mut(id).filter(|watch| watch.entry.same_entry(entry)) else {
+            return;
+        };
         if version > watch.version {
             watch.version = version;
             watch.sender.send_replace(item);
