@@ -345,3 +345,67 @@ async fn close_lets_go_of_everything_and_ignores_later_adds() {
         assert_eq!(entry.queue_state().slot, QueueSlot::Idle);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Review attacks.
+// ---------------------------------------------------------------------------------------
+
+/// A retry's backoff is user data (the limiter's `when`, a sync error's `RetryAfter`): one
+/// too long for an `Instant` (`Duration::MAX`: an uncapped `ItemExponentialFailureRateLimiter`
+/// after ~61 failures, or `RetryAfter::new(Duration::MAX)`) makes `now + backoff` panic under
+/// the queue's lock in `finish`, after the first entry was stepped to `Delayed` (no record),
+/// with the other entries of the batch still `Running` and the parked ones, already released
+/// from `in_flight`, still `Queued` with nobody holding them: stranded for good.
+#[tokio::test(start_paused = true)]
+async fn finish_with_an_unrepresentable_backoff_strands_nothing() {
+    let queue = queue();
+    let a = EntryHandle::new(1);
+    let b = EntryHandle::new(2);
+    queue.add("a", a.clone());
+    queue.add("b", b.clone());
+    batch_all(&queue);
+    let batch = pop(&queue).unwrap();
+    assert_eq!(ids(&batch), ["a", "b"]);
+    // `a` created again while its old entry is in flight: parked behind it.
+    let again = EntryHandle::new(3);
+    queue.add("a", again.clone());
+    batch_all(&queue);
+    assert!(pop(&queue).is_none());
+
+    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        finish(&queue, batch, Outcome::Retry(Duration::MAX))
+    }));
+    let stats = queue.stats();
+    assert_eq!(stats.running, 0, "an entry of the batch was left Running: {stats:?}");
+    assert_eq!(stats.in_flight, 0);
+    assert!(!matches!(b.queue_state().slot, QueueSlot::Running { .. }), "b stranded");
+    assert!(queue.has_pooled(), "the parked entry, released, must reach the pool");
+    assert!(finished.is_ok(), "finish panicked on a long backoff");
+}
+
+/// The same overflow in `Hand::fail` (the batcher failed, each entry retried after the
+/// limiter's backoff): the first entry is left `Delayed` with no record, the rest of the hand
+/// is dropped while `Queued` (nobody will ever claim them again) and the depth counter keeps
+/// them for good.
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_with_an_unrepresentable_backoff_strands_nothing() {
+    let queue = queue();
+    let a = EntryHandle::new(1);
+    let b = EntryHandle::new(2);
+    queue.add("a", a.clone());
+    queue.add("b", b.clone());
+    let mut hand = queue.take_pool();
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        hand.fail(&[Duration::MAX, Duration::MAX])
+    }));
+    drop(hand);
+    let stats = queue.stats();
+    assert_ne!(b.queue_state().slot, QueueSlot::Queued, "b: Queued, held by nobody");
+    assert_eq!(stats.ready, 0, "{stats:?}");
+    let delayed = [&a, &b]
+        .iter()
+        .filter(|e| matches!(e.queue_state().slot, QueueSlot::Delayed { .. }))
+        .count();
+    assert_eq!(stats.delayed, delayed, "every Delayed entry has its record");
+    assert!(failed.is_ok(), "Hand::fail panicked on a long backoff");
+}
