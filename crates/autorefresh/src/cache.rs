@@ -289,15 +289,7 @@ fn forget_removed<K, V>(
             }
         },
     ];
-    let mut first_panic = None;
-    for step in steps {
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(step)) {
-            first_panic.get_or_insert(panic);
-        }
-    }
-    if let Some(panic) = first_panic {
-        std::panic::resume_unwind(panic);
-    }
+    engine::for_each_all(steps, |step| step());
 }
 
 impl<K, V> AutoRefresh<K, V>

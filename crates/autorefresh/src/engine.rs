@@ -49,7 +49,8 @@ where
             biased;
             () = cancel.cancelled() => {
                 // Nothing will take queued work any more: stop queueing and let it go.
-                shared.queue.close();
+                let forget = shared.queue.close();
+                survive(&shared, "shutdown", || forget_all(&shared, &forget));
                 return;
             }
             _ = sweeps.tick() => survive(&shared, "sweep", || sweep(&shared)),
@@ -72,14 +73,15 @@ where
     // Taken first: the guard of a `for` expression would be held through the whole loop, and
     // with it the callbacks into the queue, the limiter and the cluster.
     let pending = std::mem::take(&mut *shared.pending_deletes.lock());
-    for (id, entry) in pending {
+    // Each one carried out even if user code panics on another.
+    for_each_all(pending, |(id, entry)| {
         if shared.store.remove_entry(&id, &entry) {
             shared.forget(&id, &entry, RemovalCause::DeleteDelayed);
             if let Some(cluster) = &shared.cluster {
                 cluster.deleted(&id);
             }
         }
-    }
+    });
     if shared.notifier.watching() {
         shared.notifier.prune();
     }
@@ -223,15 +225,16 @@ where
             let backoffs: Vec<Duration> =
                 held.map(|pooled| shared.limiter.when(&pooled.item.id)).collect();
             forget.extend(hand.fail(&backoffs));
+            drop(hand);
+            forget_all(shared, &forget);
             shared.metrics.sync_error(kind, count);
             shared.metrics.retried(count);
+            return;
         }
     }
     drop(hand);
+    forget_all(shared, &forget);
     shared.metrics.queue_depth(shared.queue.depth());
-    for id in &forget {
-        shared.limiter.forget(id);
-    }
 }
 
 /// Finds the held entry of each id the batcher put in a batch, by its position in the hand,
@@ -524,10 +527,22 @@ async fn sync_batch<K, V>(
     forget_all(shared, &removed);
 }
 
-/// Tells the limiter to forget each of `ids`.
+/// Tells the limiter to forget each of `ids`, every one even if one panics (the first panic
+/// then goes on): a forget skipped leaves limiter state that nothing drops any more.
 fn forget_all<K: 'static, V>(shared: &Shared<K, V>, ids: &[K]) {
-    for id in ids {
-        shared.limiter.forget(id);
+    for_each_all(ids, |id| shared.limiter.forget(id));
+}
+
+/// Runs `f` on every item, all of them even if some panic; the first panic then resumes.
+pub(crate) fn for_each_all<T>(items: impl IntoIterator<Item = T>, mut f: impl FnMut(T)) {
+    let mut first_panic = None;
+    for item in items {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(item))) {
+            first_panic.get_or_insert(panic);
+        }
+    }
+    if let Some(panic) = first_panic {
+        std::panic::resume_unwind(panic);
     }
 }
 

@@ -120,7 +120,10 @@ async fn a_when_panicking_mid_batch_leaves_no_limiter_state_behind() {
         assert!(cache.get(&id(i)).unwrap().value >= 2, "item {i} synced since");
     }
     let left: Vec<_> = (0..2).filter(|&i| limiter.num_requeues(&id(i)) > 0).collect();
-    assert!(left.is_empty(), "synced fine since, yet the limiter still counts failures of {left:?}");
+    assert!(
+        left.is_empty(),
+        "synced fine since, yet the limiter still counts failures of {left:?}"
+    );
     running.shutdown().await;
     assert_eq!(limiter.inner.tracked_items(), 0);
 }

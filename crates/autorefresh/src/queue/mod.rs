@@ -596,7 +596,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
             } else if stepped.enqueued() {
                 to_pool.push(item);
             } else {
-                inner.delayed.insert(ticket, now + backoff, item);
+                inner.delayed.insert(ticket, deadline(now, backoff), item);
             }
         }
         let pooled = to_pool.into_iter().chain(released);
@@ -662,8 +662,9 @@ impl<K: Hash, V> WorkQueue<K, V> {
     }
 
     /// Stops queueing for good (shutdown): every queued, parked and delayed entry goes back to
-    /// `Idle`; the calls in flight end as `Idle` too. Later adds are ignored.
-    pub(crate) fn close(&self) {
+    /// `Idle`; the calls in flight end as `Idle` too. Later adds are ignored. Returns the ids
+    /// whose limiter state the caller must forget (retries nobody will run).
+    pub(crate) fn close(&self) -> Vec<K> {
         let mut inner = self.inner.lock();
         inner.closed = true;
         let pool = std::mem::take(&mut inner.pool).into_iter().map(|pooled| pooled.item);
@@ -671,15 +672,10 @@ impl<K: Hash, V> WorkQueue<K, V> {
         inner.marks = VecDeque::new();
         let delayed = std::mem::replace(&mut inner.delayed, Delayed::new());
         let parked: Vec<_> = self.in_flight.lock().values_mut().flat_map(std::mem::take).collect();
-        let mut counted = Counted::default();
-        let dropped = pool.chain(items).chain(delayed.by_deadline.into_values()).chain(parked);
-        for item in dropped {
-            if let Ok(stepped) = step(&item.entry, Event::Close) {
-                counted.add(&stepped);
-            }
-        }
+        let dropped: Vec<_> =
+            pool.chain(items).chain(delayed.by_deadline.into_values()).chain(parked).collect();
         drop(inner);
-        self.count(counted);
+        self.let_go(dropped, Event::Close)
     }
 
     /// Wakes up to `batches` idle workers (the rest follow by chained wake-ups).
@@ -745,6 +741,15 @@ impl<K: Hash, V> WorkQueue<K, V> {
         }
     }
 }
+
+/// When a retry after `backoff` is due: `now + backoff`, or far in the future for a backoff too
+/// long for an `Instant` (a `Duration::MAX` from a limiter or a `RetryAfter`).
+fn deadline(now: Instant, backoff: Duration) -> Instant {
+    now.checked_add(backoff).unwrap_or_else(|| now + FAR_FUTURE)
+}
+
+/// About 30 years: a deadline that never comes in practice, yet fits any clock.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// At most this many workers are woken at once; the rest follow by chained wake-ups.
 const WAKE_LIMIT: usize = 64;
@@ -856,7 +861,7 @@ impl<K: Hash, V> Hand<'_, K, V> {
                         if inner.closed {
                             gone.push(item.id);
                         } else {
-                            inner.delayed.insert(ticket, now + backoff, item);
+                            inner.delayed.insert(ticket, deadline(now, backoff), item);
                         }
                     }
                     Err(_) => gone.push(item.id),

@@ -46,8 +46,9 @@ pub(crate) enum Event {
     /// Whoever held it due lets it go and no retry is owed (the batcher left it out): idle,
     /// its limiter state forgotten; the next sweep claims it again.
     Leave,
-    /// Whoever held it due lets it go because it panicked: idle, its limiter state kept (its
-    /// next success or its removal forgets it); the next sweep claims it again.
+    /// Whoever held it due lets it go because it panicked: idle and marked backed off, as
+    /// the panicking code may have asked the limiter about it (its next success or its
+    /// removal forgets it); the next sweep claims it again.
     Abandon,
     /// The batcher failed on it: retried after its backoff, under retry record `ticket`.
     Delay { ticket: u64 },
@@ -67,8 +68,9 @@ pub(crate) enum Ended {
     /// Failed, to be retried after a backoff, under retry record `ticket`: `None` if the
     /// caller does not hold the queue's lock (a delay then needs a second, locked, try).
     RetryLater { ticket: Option<u64> },
-    /// Given up by a worker that panicked outside the sync call, or was cancelled: its limiter
-    /// state is kept as it was (its next success or its removal forgets it).
+    /// Given up by a worker that panicked outside the sync call, or was cancelled: marked
+    /// backed off, as the limiter may have been asked about it before the panic (its next
+    /// success or its removal forgets it).
     Abandoned,
 }
 
@@ -119,7 +121,7 @@ pub(crate) fn transition(state: QueueState, event: Event) -> Option<Step> {
             (if again { Queued } else { Idle }, false, false)
         }
         (Event::Finish(Ended::Abandoned), Running { again, .. }) => {
-            (if again { Queued } else { Idle }, backed_off, false)
+            (if again { Queued } else { Idle }, true, false)
         }
         (Event::Finish(Ended::RetryNow), Running { .. })
         | (Event::Finish(Ended::RetryLater { .. }), Running { again: true, .. }) => {
@@ -131,7 +133,7 @@ pub(crate) fn transition(state: QueueState, event: Event) -> Option<Step> {
         (Event::Leave, Queued) | (Event::Close, Queued | Delayed { .. }) => {
             (Idle, false, backed_off)
         }
-        (Event::Abandon, Queued) => (Idle, backed_off, false),
+        (Event::Abandon, Queued) => (Idle, true, false),
         (Event::Delay { ticket }, Queued) => (Delayed { ticket }, true, false),
         (Event::Promote { ticket }, Delayed { ticket: held }) if held == ticket => {
             (Queued, backed_off, false)
