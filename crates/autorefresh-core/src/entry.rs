@@ -65,7 +65,8 @@ pub enum QueueSlot {
 /// a compare-and-swap loop. Stores and readers never need it.
 ///
 /// ```
-/// use autorefresh_core::{EntryHandle, QueueSlot, QueueState};
+/// use autorefresh_core::engine::{QueueSlot, QueueState};
+/// use autorefresh_core::EntryHandle;
 ///
 /// let entry = EntryHandle::new(1_u32);
 /// assert_eq!(entry.queue_state(), QueueState::default()); // idle, no backoff
