@@ -49,8 +49,8 @@ mod state;
 #[cfg(all(test, autorefresh_loom))]
 mod model;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::hash::{BuildHasher, Hash};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -166,6 +166,52 @@ struct Inner<K, V> {
     closed: bool,
 }
 
+/// The ids in flight, by the hash of each (two ids with one hash only wait for each other).
+struct InFlight<K, V> {
+    /// The hashes of the ids whose entry is `Running`.
+    ids: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    /// The entries waiting for an id in flight, still `Queued` (rarely any).
+    parked: HashMap<u64, Vec<Queued<K, V>>>,
+}
+
+impl<K, V> Default for InFlight<K, V> {
+    fn default() -> Self {
+        Self { ids: HashSet::default(), parked: HashMap::default() }
+    }
+}
+
+impl<K, V> InFlight<K, V> {
+    /// The call of the id under `hash` ended: its parked entries go to `released`.
+    fn release(&mut self, hash: u64, released: &mut Vec<Queued<K, V>>) {
+        let was_in = self.ids.remove(&hash);
+        debug_assert!(was_in, "an id in flight is registered until its call ends");
+        if !self.parked.is_empty() {
+            released.extend(self.parked.remove(&hash).into_iter().flatten());
+        }
+    }
+}
+
+/// The hasher of [`InFlight::ids`]: its keys are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; any other input still hashes deterministically.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
 /// Changes of the queue's counters, summed over a batch of steps and applied at once.
 #[derive(Clone, Copy, Debug, Default)]
 struct Counted {
@@ -190,8 +236,8 @@ pub(crate) struct WorkQueue<K, V> {
     queued: AtomicIsize,
     /// Entries in `QueueSlot::Running`.
     running: AtomicIsize,
-    /// The hashes of the ids in flight, each with the entries parked until its call ends.
-    in_flight: Mutex<HashMap<u64, Vec<Queued<K, V>>>>,
+    /// The ids in flight, and the entries parked behind them.
+    in_flight: Mutex<InFlight<K, V>>,
     /// Hashes ids for `in_flight`.
     hasher: foldhash::fast::RandomState,
     /// Wakes the dispatcher: the pool became non-empty or the earliest deadline moved closer.
@@ -213,7 +259,7 @@ impl<K, V> std::fmt::Debug for WorkQueue<K, V> {
             .field("pool", &inner.pool.len())
             .field("batches", &inner.marks.len())
             .field("delayed", &inner.delayed.len())
-            .field("in_flight", &self.in_flight.lock().len())
+            .field("in_flight", &self.in_flight.lock().ids.len())
             .finish()
     }
 }
@@ -246,7 +292,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
             }),
             queued: AtomicIsize::new(0),
             running: AtomicIsize::new(0),
-            in_flight: Mutex::new(HashMap::default()),
+            in_flight: Mutex::new(InFlight::default()),
             hasher: foldhash::fast::RandomState::default(),
             dispatcher_wake: Notify::new(),
             batch_ready: Notify::new(),
@@ -471,23 +517,20 @@ impl<K: Hash, V> WorkQueue<K, V> {
         let mut counted = Counted::default();
         let mut in_flight = self.in_flight.lock();
         for (item, hash) in popped.drain(..).zip(hashes.drain(..)) {
-            match in_flight.entry(hash) {
-                std::collections::hash_map::Entry::Occupied(mut parked) => {
-                    // Removed since it was batched: nothing to wait for.
-                    if item.entry.queue_state().slot == QueueSlot::Queued {
-                        parked.get_mut().push(item);
-                    }
+            if in_flight.ids.contains(&hash) {
+                // Removed since it was batched: nothing to wait for.
+                if item.entry.queue_state().slot == QueueSlot::Queued {
+                    in_flight.parked.entry(hash).or_default().push(item);
                 }
-                std::collections::hash_map::Entry::Vacant(vacant) => {
-                    // Registered and started at once, under the lock: an id is in flight
-                    // exactly while one of its entries is `Running`.
-                    if let Ok(stepped) = step(&item.entry, Event::Start) {
-                        counted.add(&stepped);
-                        vacant.insert(Vec::new());
-                        let backed_off = stepped.previous.backed_off;
-                        into.push(TakenItem { id: item.id, entry: item.entry, hash, backed_off });
-                    }
-                }
+                continue;
+            }
+            // Registered and started at once, under the lock: an id is in flight exactly
+            // while one of its entries is `Running`.
+            if let Ok(stepped) = step(&item.entry, Event::Start) {
+                counted.add(&stepped);
+                in_flight.ids.insert(hash);
+                let backed_off = stepped.previous.backed_off;
+                into.push(TakenItem { id: item.id, entry: item.entry, hash, backed_off });
             }
         }
         drop(in_flight);
@@ -516,18 +559,20 @@ impl<K: Hash, V> WorkQueue<K, V> {
         outcomes: impl IntoIterator<Item = (TakenItem<K, V>, Outcome)>,
     ) -> Vec<K> {
         let mut forget = Vec::new();
-        let mut hashes = Vec::new();
         let mut to_pool = Vec::new();
         let mut to_delay = Vec::new();
+        let mut released = Vec::new();
         let mut counted = Counted::default();
+        // One lock for the batch: each id is released once its entry left `Running`.
+        let mut in_flight = self.in_flight.lock();
         for (taken, outcome) in outcomes {
-            hashes.push(taken.hash);
             let ended = match outcome {
                 Outcome::Done => Ended::Done,
                 Outcome::Abandoned => Ended::Abandoned,
                 Outcome::Retry(Duration::ZERO) => Ended::RetryNow,
                 Outcome::Retry(_) => Ended::RetryLater { ticket: None },
             };
+            let hash = taken.hash;
             match step(&taken.entry, Event::Finish(ended)) {
                 Ok(stepped) => {
                     counted.add(&stepped);
@@ -545,9 +590,11 @@ impl<K: Hash, V> WorkQueue<K, V> {
                     }
                 }
             }
+            // A delayed retry still running releases its id all the same: its call ended.
+            in_flight.release(hash, &mut released);
         }
+        drop(in_flight);
         self.count(counted);
-        let released = self.release(&hashes);
         if to_pool.is_empty() && to_delay.is_empty() && released.is_empty() {
             return forget;
         }
@@ -612,22 +659,6 @@ impl<K: Hash, V> WorkQueue<K, V> {
         forget
     }
 
-    /// The calls of the ids under `hashes` ended: their parked entries, still `Queued`, are
-    /// returned for the pool.
-    fn release(&self, hashes: &[u64]) -> Vec<Queued<K, V>> {
-        if hashes.is_empty() {
-            return Vec::new();
-        }
-        let mut released = Vec::new();
-        let mut in_flight = self.in_flight.lock();
-        for hash in hashes {
-            let parked = in_flight.remove(hash);
-            debug_assert!(parked.is_some(), "an id in flight is registered until its call ends");
-            released.extend(parked.into_iter().flatten());
-        }
-        released
-    }
-
     /// Moves every retry whose deadline passed into the pool; returns the next deadline.
     pub(crate) fn promote_due(&self) -> Option<Instant> {
         let now = Instant::now();
@@ -671,7 +702,8 @@ impl<K: Hash, V> WorkQueue<K, V> {
         let items = std::mem::take(&mut inner.items);
         inner.marks = VecDeque::new();
         let delayed = std::mem::replace(&mut inner.delayed, Delayed::new());
-        let parked: Vec<_> = self.in_flight.lock().values_mut().flat_map(std::mem::take).collect();
+        let parked: Vec<_> =
+            std::mem::take(&mut self.in_flight.lock().parked).into_values().flatten().collect();
         let dropped: Vec<_> =
             pool.chain(items).chain(delayed.by_deadline.into_values()).chain(parked).collect();
         drop(inner);
@@ -731,7 +763,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
         let ready = self.queued.load(Ordering::Relaxed);
         let running = self.running.load(Ordering::Relaxed);
         let delayed = inner.delayed.len();
-        let in_flight = self.in_flight.lock().len();
+        let in_flight = self.in_flight.lock().ids.len();
         QueueStats {
             tracked: ready + running + delayed as isize,
             ready,

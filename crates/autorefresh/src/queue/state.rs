@@ -93,6 +93,7 @@ pub(crate) struct Step {
 /// The queue's state machine: the state `event` moves an entry in `state` to, or `None` if the
 /// event does not apply there (the entry is not where the caller thought, or, without the
 /// lock, a change into or out of `Delayed` is needed).
+#[inline]
 pub(crate) fn transition(state: QueueState, event: Event) -> Option<Step> {
     use QueueSlot::{Delayed, Idle, Queued, Running};
     let QueueState { slot, backed_off } = state;
@@ -167,12 +168,17 @@ impl Stepped {
 
 /// Applies `event` to `entry` atomically: `Ok` with what changed, or `Err` with the state in
 /// which the event did not apply.
+#[inline]
 pub(crate) fn step<V>(entry: &EntryHandle<V>, event: Event) -> Result<Stepped, QueueState> {
-    let previous = entry.update_queue_state(|state| transition(state, event).map(|s| s.next))?;
-    // The function is pure: the step taken is the one computed from the state replaced.
-    let step = transition(previous, event);
-    debug_assert!(step.is_some(), "{event:?} applied to {previous:?} and then did not");
-    let step = step.unwrap_or(Step { next: previous, forget: false });
+    let mut taken = None;
+    let previous = entry.update_queue_state(|state| {
+        let step = transition(state, event)?;
+        taken = Some(step);
+        Some(step.next)
+    })?;
+    // The closure's last run is the one whose answer was stored.
+    debug_assert!(taken.is_some_and(|step| transition(previous, event) == Some(step)));
+    let step = taken.unwrap_or(Step { next: previous, forget: false });
     debug_assert!(
         !matches!(step.next.slot, QueueSlot::Delayed { .. })
             || matches!(

@@ -258,14 +258,16 @@ pub async fn settle() {
 }
 
 /// What the cache's work queue holds, read from the cache's `Debug` output (the only public
-/// view of it): ids tracked in any slot, ids pooled for the batcher, formed batches, and
-/// retries waiting for their deadline.
+/// view of it): ids tracked in any slot, ids pooled for the batcher, formed batches, retries
+/// waiting for their deadline, and ids registered in flight (each with the entries parked
+/// behind it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueFigures {
     pub entries: usize,
     pub pool: usize,
     pub batches: usize,
     pub delayed: usize,
+    pub in_flight: usize,
 }
 
 /// Reads [`QueueFigures`] from `format!("{cache:?}")`; panics, naming what it looked for, if
@@ -291,6 +293,7 @@ pub fn queue_figures<K: 'static, V: 'static>(
         pool: field("pool"),
         batches: field("batches"),
         delayed: field("delayed"),
+        in_flight: field("in_flight"),
     }
 }
 
