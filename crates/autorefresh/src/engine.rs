@@ -312,7 +312,7 @@ pub(crate) async fn run_worker<K, V>(
             let outcome = AssertUnwindSafe(async {
                 let info = shared
                     .queue
-                    .next_batch(&mut scratch.popped, &mut scratch.hashes, &mut scratch.taken)
+                    .next_batch(&mut scratch.popped, &mut scratch.release, &mut scratch.taken)
                     .await;
                 sync_batch(&shared, index, &mut service, info, &mut scratch).await;
             })
@@ -349,10 +349,10 @@ pub(crate) async fn run_worker<K, V>(
 /// still held are given up, by [`give_up`](Self::give_up) or when the buffers are dropped.
 struct Scratch<K: Hash, V> {
     queue: Arc<WorkQueue<K, V>>,
-    /// Popped, still `Queued`: not yet started.
+    /// Popped, still `Queued`: not yet started (empty but while a pop runs).
     popped: Vec<Queued<K, V>>,
-    /// The hashes of `popped`'s ids.
-    hashes: Vec<u64>,
+    /// The ids (their hashes) of the calls that ended, released by the next pop.
+    release: Vec<u64>,
     /// Started, not yet read.
     taken: Vec<TakenItem<K, V>>,
     /// The version each of `taken` was read at, or `None` if it needs no sync.
@@ -370,7 +370,7 @@ impl<K: Hash, V> Scratch<K, V> {
         Self {
             queue,
             popped: Vec::new(),
-            hashes: Vec::new(),
+            release: Vec::new(),
             taken: Vec::new(),
             versions: Vec::new(),
             skipped: Vec::new(),
@@ -383,11 +383,14 @@ impl<K: Hash, V> Scratch<K, V> {
     /// Gives up every entry still held: the popped ones go back to `Idle`, the started ones
     /// end as [`Outcome::Abandoned`] (their ids released).
     fn give_up(&mut self) {
-        self.queue.abandon(self.popped.drain(..));
+        self.queue.abandon(&mut self.popped, &mut self.release);
         let taken = self.taken.drain(..).chain(self.skipped.drain(..));
         let started = taken.chain(self.dispatched.drain(..).map(|d| d.taken));
         // Abandoned entries owe the limiter nothing new: there is nothing to forget.
-        let _ = self.queue.finish(started.map(|taken| (taken, Outcome::Abandoned)));
+        let abandoned = started.map(|taken| (taken, Outcome::Abandoned));
+        let _ = self.queue.finish(abandoned, &mut self.release);
+        // No next pop may come: the ids are released now.
+        self.queue.release(&mut self.release);
         self.versions.clear();
         self.outcomes.clear();
         self.changes.clear();
@@ -447,7 +450,8 @@ async fn sync_batch<K, V>(
         for taken in scratch.skipped.iter().filter(|taken| taken.backed_off) {
             shared.limiter.forget(&taken.id);
         }
-        let removed = shared.queue.finish(scratch.skipped.drain(..).map(|t| (t, Outcome::Done)));
+        let skipped = scratch.skipped.drain(..).map(|t| (t, Outcome::Done));
+        let removed = shared.queue.finish(skipped, &mut scratch.release);
         forget_all(shared, &removed);
     }
     let dispatched = &mut scratch.dispatched;
@@ -523,7 +527,7 @@ async fn sync_batch<K, V>(
         });
     }
     let finished = dispatched.drain(..).zip(outcomes.drain(..)).map(|(d, o)| (d.taken, o));
-    let removed = shared.queue.finish(finished);
+    let removed = shared.queue.finish(finished, &mut scratch.release);
     forget_all(shared, &removed);
 }
 

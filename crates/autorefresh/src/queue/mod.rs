@@ -18,9 +18,10 @@
 //! **One id, one call.** Identity is per entry: an id deleted and created again gets a new
 //! entry, queued independently of the old one. Two calls for one id are still never in flight
 //! at once, however the store and the callers race: a worker starts an entry only after
-//! registering its id's hash in `in_flight`, atomically with the `Queued` → `Running` step
-//! (under that map's lock), and an entry whose id is registered already is parked there,
-//! still `Queued`, until the call in flight ends and releases it to the pool. The guard is
+//! reserving its id (its hash, taken at the claim) in `in_flight`, under the lock it pops the
+//! batch with, and an entry whose id is reserved already is parked there, still `Queued`,
+//! until the worker holding the id releases it (in the lock of its next pop, after its call
+//! ended) and the entry goes to the pool. The guard is
 //! keyed by id (its hash; two ids with one hash only wait for each other), so it needs nothing
 //! of the store nor of removals: it holds whatever the store does and whenever the queue
 //! learns of a removal. The map holds only the ids in flight.
@@ -41,8 +42,8 @@
 //! exact whenever the queue is at rest. Each batch carries when its oldest entry became due
 //! (the queue latency).
 //!
-//! The queue's locks are never held while user code runs: ids are hashed before the
-//! `in_flight` lock is taken, and the queue never calls the store, the limiter or a listener.
+//! The queue's locks are never held while user code runs: ids are hashed when claimed, before
+//! the lock, and the queue never calls the store, the limiter or a listener.
 
 mod state;
 
@@ -81,6 +82,9 @@ pub(crate) enum Outcome {
 /// An id with its entry, as the queue holds and hands them out.
 pub(crate) struct Queued<K, V> {
     pub(crate) id: K,
+    /// The id's hash, taken when the entry was claimed (user code, outside the queue's locks),
+    /// under which a worker reserves the id in flight.
+    hash: u64,
     pub(crate) entry: EntryHandle<V>,
 }
 
@@ -163,12 +167,15 @@ struct Inner<K, V> {
     /// The batches' lengths, in the order of `items`.
     marks: VecDeque<Mark>,
     delayed: Delayed<K, V>,
+    /// The ids in flight, and the entries parked behind them.
+    in_flight: InFlight<K, V>,
     closed: bool,
 }
 
 /// The ids in flight, by the hash of each (two ids with one hash only wait for each other).
 struct InFlight<K, V> {
-    /// The hashes of the ids whose entry is `Running`.
+    /// The hashes of the ids reserved by a worker: from its pop until the pop after its call
+    /// ended, so a superset of the ids whose entry is `Running`.
     ids: HashSet<u64, BuildHasherDefault<Prehashed>>,
     /// The entries waiting for an id in flight, still `Queued` (rarely any).
     parked: HashMap<u64, Vec<Queued<K, V>>>,
@@ -181,10 +188,20 @@ impl<K, V> Default for InFlight<K, V> {
 }
 
 impl<K, V> InFlight<K, V> {
+    /// Reserves `item`'s id for the worker popping it (into `reserved`), or parks `item`
+    /// behind the call of its id in flight (or drops it, if it is no longer `Queued`).
+    fn reserve(&mut self, item: Queued<K, V>, reserved: &mut Vec<Queued<K, V>>) {
+        if self.ids.insert(item.hash) {
+            reserved.push(item);
+        } else if item.entry.queue_state().slot == QueueSlot::Queued {
+            self.parked.entry(item.hash).or_default().push(item);
+        }
+    }
+
     /// The call of the id under `hash` ended: its parked entries go to `released`.
     fn release(&mut self, hash: u64, released: &mut Vec<Queued<K, V>>) {
         let was_in = self.ids.remove(&hash);
-        debug_assert!(was_in, "an id in flight is registered until its call ends");
+        debug_assert!(was_in, "an id is reserved until its worker releases it");
         if !self.parked.is_empty() {
             released.extend(self.parked.remove(&hash).into_iter().flatten());
         }
@@ -236,8 +253,6 @@ pub(crate) struct WorkQueue<K, V> {
     queued: AtomicIsize,
     /// Entries in `QueueSlot::Running`.
     running: AtomicIsize,
-    /// The ids in flight, and the entries parked behind them.
-    in_flight: Mutex<InFlight<K, V>>,
     /// Hashes ids for `in_flight`.
     hasher: foldhash::fast::RandomState,
     /// Wakes the dispatcher: the pool became non-empty or the earliest deadline moved closer.
@@ -259,7 +274,7 @@ impl<K, V> std::fmt::Debug for WorkQueue<K, V> {
             .field("pool", &inner.pool.len())
             .field("batches", &inner.marks.len())
             .field("delayed", &inner.delayed.len())
-            .field("in_flight", &self.in_flight.lock().ids.len())
+            .field("in_flight", &inner.in_flight.ids.len())
             .finish()
     }
 }
@@ -288,11 +303,11 @@ impl<K: Hash, V> WorkQueue<K, V> {
                 items: VecDeque::new(),
                 marks: VecDeque::new(),
                 delayed: Delayed::new(),
+                in_flight: InFlight::default(),
                 closed: false,
             }),
             queued: AtomicIsize::new(0),
             running: AtomicIsize::new(0),
-            in_flight: Mutex::new(InFlight::default()),
             hasher: foldhash::fast::RandomState::default(),
             dispatcher_wake: Notify::new(),
             batch_ready: Notify::new(),
@@ -333,6 +348,8 @@ impl<K: Hash, V> WorkQueue<K, V> {
     /// Makes `id` due now (a create); returns whether it was not due already.
     pub(crate) fn add(&self, id: K, entry: EntryHandle<V>) -> bool {
         let now = Instant::now();
+        // Hashed before the lock: `Hash` is user code.
+        let hash = self.hasher.hash_one(&id);
         let mut inner = self.inner.lock();
         if inner.closed {
             return false;
@@ -340,7 +357,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
         let Some(stepped) = self.claim_locked(&mut inner, &entry) else { return false };
         if stepped.enqueued() {
             let was_empty = inner.pool.is_empty();
-            inner.pool.push(Pooled { item: Queued { id, entry }, due: now });
+            inner.pool.push(Pooled { item: Queued { id, hash, entry }, due: now });
             let mut counted = Counted::default();
             counted.add(&stepped);
             self.count(counted);
@@ -439,49 +456,62 @@ impl<K: Hash, V> WorkQueue<K, V> {
     }
 
     /// The next batch for a worker, put in `into` (empty), its entries now in flight; waits
-    /// until there is one. `popped` and `hashes` are the worker's buffers: should hashing an
-    /// id panic, `popped` still holds the batch's entries, `Queued`, for the worker to let go
-    /// (see [`abandon`](Self::abandon)).
+    /// until there is one. `popped` is a buffer; `release` holds the hashes of the ids this
+    /// worker is done with (its calls ended, see [`finish`](Self::finish)): they are released
+    /// in the lock this takes anyway, so that a finished call takes no lock of its own.
     pub(crate) async fn next_batch(
         &self,
         popped: &mut Vec<Queued<K, V>>,
-        hashes: &mut Vec<u64>,
+        release: &mut Vec<u64>,
         into: &mut Vec<TakenItem<K, V>>,
     ) -> BatchInfo {
         loop {
             // The common case while a sweep is being worked off: no waiting, no wake-up.
-            if let Some(info) = self.pop_batch(popped, hashes, into) {
+            if let Some(info) = self.pop_batch(popped, release, into) {
                 return info;
             }
             let notified = self.batch_ready.notified();
             // Announced before looking again: a batch pushed after that look sees an idle
             // worker and wakes it (`notify_one` keeps a permit if it is not waiting yet).
             let _idle = IdleGuard::enter(&self.idle);
-            if let Some(info) = self.pop_batch(popped, hashes, into) {
+            if let Some(info) = self.pop_batch(popped, release, into) {
                 return info;
             }
             notified.await;
         }
     }
 
+    /// Releases the ids of `release`, then takes the next batch: each entry whose id is free
+    /// is reserved (its id registered in flight) under the lock, and started after it; the
+    /// others are parked behind the id in flight. No user code runs here.
     fn pop_batch(
         &self,
         popped: &mut Vec<Queued<K, V>>,
-        hashes: &mut Vec<u64>,
+        release: &mut Vec<u64>,
         into: &mut Vec<TakenItem<K, V>>,
     ) -> Option<BatchInfo> {
         loop {
-            let (due, more) = {
+            let (batch, wake_dispatcher) = {
                 let mut inner = self.inner.lock();
-                let mark = inner.marks.pop_front()?;
-                popped.extend(inner.items.drain(..mark.len));
-                if inner.marks.is_empty() && inner.items.capacity() > SHRINK_ABOVE {
-                    // Idle again after a large sweep: give the memory back.
-                    inner.items = VecDeque::new();
-                    inner.marks = VecDeque::new();
-                }
-                (mark.due, !inner.marks.is_empty())
+                let wake_dispatcher = self.release_locked(&mut inner, release);
+                let batch = inner.marks.pop_front().map(|mark| {
+                    let Inner { items, in_flight, .. } = &mut *inner;
+                    for item in items.drain(..mark.len) {
+                        in_flight.reserve(item, popped);
+                    }
+                    if inner.marks.is_empty() && inner.items.capacity() > SHRINK_ABOVE {
+                        // Idle again after a large sweep: give the memory back.
+                        inner.items = VecDeque::new();
+                        inner.marks = VecDeque::new();
+                    }
+                    (mark.due, !inner.marks.is_empty())
+                });
+                (batch, wake_dispatcher)
             };
+            if wake_dispatcher {
+                self.dispatcher_wake.notify_one();
+            }
+            let (due, more) = batch?;
             // Chain the wake-up: the next idle worker takes the next batch.
             if more && self.idle.load(Ordering::SeqCst) > 0 {
                 self.batch_ready.notify_one();
@@ -495,10 +525,21 @@ impl<K: Hash, V> WorkQueue<K, V> {
                 }
                 std::hint::black_box(sum);
             }
-            // Hashed before the lock: `Hash` is user code.
-            hashes.clear();
-            hashes.extend(popped.iter().map(|item| self.hasher.hash_one(&item.id)));
-            self.start(popped, hashes, into);
+            let mut counted = Counted::default();
+            for item in popped.drain(..) {
+                // The id is reserved: only this worker may start an entry of it.
+                match step(&item.entry, Event::Start) {
+                    Ok(stepped) => {
+                        counted.add(&stepped);
+                        let Queued { id, hash, entry } = item;
+                        let backed_off = stepped.previous.backed_off;
+                        into.push(TakenItem { id, entry, hash, backed_off });
+                    }
+                    // Removed since it was batched: its reservation goes at the next pop.
+                    Err(_) => release.push(item.hash),
+                }
+            }
+            self.count(counted);
             if !into.is_empty() {
                 let depth = self.queued.load(Ordering::Relaxed).max(0);
                 return Some(BatchInfo { oldest_due: due, depth: depth as usize });
@@ -506,42 +547,52 @@ impl<K: Hash, V> WorkQueue<K, V> {
         }
     }
 
-    /// Starts each popped entry whose id is not in flight, registering it; parks the others
-    /// behind the call in flight. No user code runs under the lock.
-    fn start(
-        &self,
-        popped: &mut Vec<Queued<K, V>>,
-        hashes: &mut Vec<u64>,
-        into: &mut Vec<TakenItem<K, V>>,
-    ) {
-        let mut counted = Counted::default();
-        let mut in_flight = self.in_flight.lock();
-        for (item, hash) in popped.drain(..).zip(hashes.drain(..)) {
-            if in_flight.ids.contains(&hash) {
-                // Removed since it was batched: nothing to wait for.
-                if item.entry.queue_state().slot == QueueSlot::Queued {
-                    in_flight.parked.entry(hash).or_default().push(item);
-                }
-                continue;
-            }
-            // Registered and started at once, under the lock: an id is in flight exactly
-            // while one of its entries is `Running`.
-            if let Ok(stepped) = step(&item.entry, Event::Start) {
-                counted.add(&stepped);
-                in_flight.ids.insert(hash);
-                let backed_off = stepped.previous.backed_off;
-                into.push(TakenItem { id: item.id, entry: item.entry, hash, backed_off });
-            }
+    /// Under the lock: releases the ids of `release`; their parked entries go to the pool (or
+    /// are let go, once closed). Returns whether the dispatcher must be woken.
+    fn release_locked(&self, inner: &mut Inner<K, V>, release: &mut Vec<u64>) -> bool {
+        if release.is_empty() {
+            return false;
         }
-        drop(in_flight);
-        self.count(counted);
+        let mut released = Vec::new();
+        for hash in release.drain(..) {
+            inner.in_flight.release(hash, &mut released);
+        }
+        if released.is_empty() {
+            return false;
+        }
+        if inner.closed {
+            let mut counted = Counted::default();
+            for item in released {
+                if let Ok(stepped) = step(&item.entry, Event::Close) {
+                    counted.add(&stepped);
+                }
+            }
+            self.count(counted);
+            return false;
+        }
+        let was_empty = inner.pool.is_empty();
+        let now = Instant::now();
+        inner.pool.extend(released.into_iter().map(|item| Pooled { item, due: now }));
+        was_empty
     }
 
-    /// Lets go of entries a worker popped and could not start (hashing an id panicked): the
-    /// next sweep claims them again.
-    pub(crate) fn abandon(&self, popped: impl IntoIterator<Item = Queued<K, V>>) {
+    /// Releases the ids of `release` now (a worker that stops, or gives up its batch).
+    pub(crate) fn release(&self, release: &mut Vec<u64>) {
+        if release.is_empty() {
+            return;
+        }
+        let wake = self.release_locked(&mut self.inner.lock(), release);
+        if wake {
+            self.dispatcher_wake.notify_one();
+        }
+    }
+
+    /// Lets go of entries a worker popped and did not start (it gave up its batch midway): the
+    /// next sweep claims them again; their reserved ids go to `release`.
+    pub(crate) fn abandon(&self, popped: &mut Vec<Queued<K, V>>, release: &mut Vec<u64>) {
+        release.extend(popped.iter().map(|item| item.hash));
         // `Abandon` keeps the limiter state: nothing to forget.
-        self.let_go(popped, Event::Abandon);
+        self.let_go(popped.drain(..), Event::Abandon);
     }
 
     /// How many entries are due and not yet handed to a worker.
@@ -557,14 +608,12 @@ impl<K: Hash, V> WorkQueue<K, V> {
     pub(crate) fn finish(
         &self,
         outcomes: impl IntoIterator<Item = (TakenItem<K, V>, Outcome)>,
+        release: &mut Vec<u64>,
     ) -> Vec<K> {
         let mut forget = Vec::new();
         let mut to_pool = Vec::new();
         let mut to_delay = Vec::new();
-        let mut released = Vec::new();
         let mut counted = Counted::default();
-        // One lock for the batch: each id is released once its entry left `Running`.
-        let mut in_flight = self.in_flight.lock();
         for (taken, outcome) in outcomes {
             let ended = match outcome {
                 Outcome::Done => Ended::Done,
@@ -572,14 +621,15 @@ impl<K: Hash, V> WorkQueue<K, V> {
                 Outcome::Retry(Duration::ZERO) => Ended::RetryNow,
                 Outcome::Retry(_) => Ended::RetryLater { ticket: None },
             };
-            let hash = taken.hash;
+            // Its call ended: the id is released by the caller's next pop, or below.
+            release.push(taken.hash);
             match step(&taken.entry, Event::Finish(ended)) {
                 Ok(stepped) => {
                     counted.add(&stepped);
                     if stepped.step.forget {
                         forget.push(taken.id);
                     } else if stepped.enqueued() {
-                        to_pool.push(Queued { id: taken.id, entry: taken.entry });
+                        to_pool.push(Queued { id: taken.id, hash: taken.hash, entry: taken.entry });
                     }
                 }
                 Err(state) => {
@@ -590,17 +640,16 @@ impl<K: Hash, V> WorkQueue<K, V> {
                     }
                 }
             }
-            // A delayed retry still running releases its id all the same: its call ended.
-            in_flight.release(hash, &mut released);
         }
-        drop(in_flight);
         self.count(counted);
-        if to_pool.is_empty() && to_delay.is_empty() && released.is_empty() {
+        if to_pool.is_empty() && to_delay.is_empty() {
             return forget;
         }
         let now = Instant::now();
         let mut counted = Counted::default();
         let mut inner = self.inner.lock();
+        // In this lock anyway: the ids are released now, their parked entries pooled.
+        let wake_for_released = self.release_locked(&mut inner, release);
         if inner.closed {
             // Shut down while this batch ran: nothing is queued any more, and a retry's
             // backoff was recorded with nobody left to forget it.
@@ -615,7 +664,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
                 }
                 forget.push(taken.id);
             }
-            for item in to_pool.into_iter().chain(released) {
+            for item in to_pool {
                 if let Ok(stepped) = step(&item.entry, Event::Close) {
                     counted.add(&stepped);
                     if stepped.step.forget {
@@ -637,7 +686,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
                 continue;
             };
             counted.add(&stepped);
-            let item = Queued { id: taken.id, entry: taken.entry };
+            let item = Queued { id: taken.id, hash: taken.hash, entry: taken.entry };
             if stepped.step.forget {
                 forget.push(item.id);
             } else if stepped.enqueued() {
@@ -646,10 +695,10 @@ impl<K: Hash, V> WorkQueue<K, V> {
                 inner.delayed.insert(ticket, deadline(now, backoff), item);
             }
         }
-        let pooled = to_pool.into_iter().chain(released);
-        inner.pool.extend(pooled.map(|item| Pooled { item, due: now }));
+        inner.pool.extend(to_pool.into_iter().map(|item| Pooled { item, due: now }));
         let new_earliest = inner.delayed.earliest();
-        let wake = (was_empty && !inner.pool.is_empty())
+        let wake = wake_for_released
+            || (was_empty && !inner.pool.is_empty())
             || new_earliest.is_some_and(|new| earliest.is_none_or(|old| new < old));
         drop(inner);
         self.count(counted);
@@ -702,8 +751,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
         let items = std::mem::take(&mut inner.items);
         inner.marks = VecDeque::new();
         let delayed = std::mem::replace(&mut inner.delayed, Delayed::new());
-        let parked: Vec<_> =
-            std::mem::take(&mut self.in_flight.lock().parked).into_values().flatten().collect();
+        let parked = std::mem::take(&mut inner.in_flight.parked).into_values().flatten();
         let dropped: Vec<_> =
             pool.chain(items).chain(delayed.by_deadline.into_values()).chain(parked).collect();
         drop(inner);
@@ -763,7 +811,7 @@ impl<K: Hash, V> WorkQueue<K, V> {
         let ready = self.queued.load(Ordering::Relaxed);
         let running = self.running.load(Ordering::Relaxed);
         let delayed = inner.delayed.len();
-        let in_flight = self.in_flight.lock().ids.len();
+        let in_flight = inner.in_flight.ids.len();
         QueueStats {
             tracked: ready + running + delayed as isize,
             ready,
@@ -943,12 +991,13 @@ impl<K: Hash + Clone, V> Sweeper<'_, K, V> {
         }
         // `Clone` is user code: should it panic, the entry just claimed is let go.
         let mut abandon = AbandonOnUnwind { queue: self.queue, entry: Some(entry) };
+        let hash = self.queue.hasher.hash_one(id);
         let id = id.clone();
         abandon.entry = None;
         if self.items.capacity() == 0 {
             self.items.reserve(self.chunk);
         }
-        self.items.push(Queued { id, entry: entry.clone() });
+        self.items.push(Queued { id, hash, entry: entry.clone() });
         if self.items.len() >= self.chunk {
             self.flush(false);
         }

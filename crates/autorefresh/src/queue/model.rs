@@ -50,24 +50,39 @@ fn batch_pool(queue: &Queue) {
     hand.push_batches(&[all]);
 }
 
-/// One worker round: pops a batch if there is one, "syncs" it, finishes it with `outcome`.
-/// Returns whether it had a batch.
-fn work_once(queue: &Queue, calls: &Calls, outcome: Outcome) -> bool {
-    let mut into = Vec::new();
-    if queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut into).is_none() {
-        return false;
+/// A worker: the ids of its ended calls wait in `release` for its next pop, as in the engine.
+#[derive(Default)]
+struct Worker {
+    release: Vec<u64>,
+}
+
+impl Worker {
+    /// One round: pops a batch if there is one (releasing the ids of the last), "syncs" it,
+    /// finishes it with `outcome`. Returns whether it had a batch.
+    fn round(&mut self, queue: &Queue, calls: &Calls, outcome: Outcome) -> bool {
+        let mut into = Vec::new();
+        if queue.pop_batch(&mut Vec::new(), &mut self.release, &mut into).is_none() {
+            return false;
+        }
+        for taken in &into {
+            let before = calls.in_call[taken.id as usize].fetch_add(1, Ordering::SeqCst);
+            assert_eq!(before, 0, "id {} in two sync calls at once", taken.id);
+            calls.started[taken.entry.load() as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        thread::yield_now();
+        for taken in &into {
+            calls.in_call[taken.id as usize].fetch_sub(1, Ordering::SeqCst);
+        }
+        queue.finish(into.into_iter().map(|taken| (taken, outcome)), &mut self.release);
+        true
     }
-    for taken in &into {
-        let before = calls.in_call[taken.id as usize].fetch_add(1, Ordering::SeqCst);
-        assert_eq!(before, 0, "id {} in two sync calls at once", taken.id);
-        calls.started[taken.entry.load() as usize].fetch_add(1, Ordering::SeqCst);
+
+    /// Two rounds (the second pop releases the first's ids), then stops (releasing the rest).
+    fn run(mut self, queue: &Queue, calls: &Calls, outcome: Outcome) {
+        self.round(queue, calls, outcome);
+        self.round(queue, calls, outcome);
+        queue.release(&mut self.release);
     }
-    thread::yield_now();
-    for taken in &into {
-        calls.in_call[taken.id as usize].fetch_sub(1, Ordering::SeqCst);
-    }
-    queue.finish(into.into_iter().map(|taken| (taken, outcome)));
-    true
 }
 
 /// Works the queue off on one thread, every retry treated as due.
@@ -89,7 +104,9 @@ fn drain(queue: &Queue, calls: &Calls) {
             }
         }
         batch_pool(queue);
-        while work_once(queue, calls, Outcome::Done) {}
+        let mut worker = Worker::default();
+        while worker.round(queue, calls, Outcome::Done) {}
+        queue.release(&mut worker.release);
     }
 }
 
@@ -123,7 +140,7 @@ fn an_id_removed_in_flight_and_created_again_runs_once_at_a_time_and_again() {
 
         let worker = {
             let (queue, calls) = (Arc::clone(&queue), Arc::clone(&calls));
-            thread::spawn(move || work_once(&queue, &calls, Outcome::Done))
+            thread::spawn(move || Worker::default().run(&queue, &calls, Outcome::Done))
         };
         let caller = {
             let (queue, old) = (Arc::clone(&queue), old.clone());
@@ -138,7 +155,7 @@ fn an_id_removed_in_flight_and_created_again_runs_once_at_a_time_and_again() {
         };
         let second = {
             let (queue, calls) = (Arc::clone(&queue), Arc::clone(&calls));
-            thread::spawn(move || work_once(&queue, &calls, Outcome::Done))
+            thread::spawn(move || Worker::default().run(&queue, &calls, Outcome::Done))
         };
         worker.join().unwrap();
         let new = caller.join().unwrap();
@@ -161,12 +178,14 @@ fn a_claim_racing_the_end_of_a_call_and_a_removal_strands_nothing() {
             queue.add(0, entry.clone());
             batch_pool(&queue);
             let mut into = Vec::new();
-            queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut into).unwrap();
+            let mut release = Vec::new();
+            queue.pop_batch(&mut Vec::new(), &mut release, &mut into).unwrap();
 
             let finisher = {
                 let queue = Arc::clone(&queue);
                 thread::spawn(move || {
-                    queue.finish(into.into_iter().map(|taken| (taken, outcome)));
+                    queue.finish(into.into_iter().map(|taken| (taken, outcome)), &mut release);
+                    queue.release(&mut release);
                 })
             };
             let sweep = {
@@ -206,13 +225,15 @@ fn a_delayed_retry_racing_a_claim_and_a_removal_keeps_its_record_and_slot_in_ste
         queue.add(1, other.clone());
         batch_pool(&queue);
         let mut into = Vec::new();
-        queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut into).unwrap();
+        let mut release = Vec::new();
+        queue.pop_batch(&mut Vec::new(), &mut release, &mut into).unwrap();
 
         let worker = {
             let queue = Arc::clone(&queue);
             thread::spawn(move || {
                 let retry = Outcome::Retry(Duration::from_secs(1));
-                queue.finish(into.into_iter().map(|taken| (taken, retry)));
+                queue.finish(into.into_iter().map(|taken| (taken, retry)), &mut release);
+                queue.release(&mut release);
             })
         };
         let sweep = {

@@ -11,7 +11,10 @@ fn queue() -> Queue {
 
 fn pop(queue: &Queue) -> Option<Vec<TakenItem<&'static str, u32>>> {
     let mut into = Vec::new();
-    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut into).map(|_| into)
+    let mut release = Vec::new();
+    let popped = queue.pop_batch(&mut Vec::new(), &mut release, &mut into).map(|_| into);
+    queue.release(&mut release);
+    popped
 }
 
 fn ids(batch: &[TakenItem<&'static str, u32>]) -> Vec<&'static str> {
@@ -25,12 +28,16 @@ fn batch_all(queue: &Queue) {
     assert!(hand.push_batches(&[all]).is_empty());
 }
 
+/// Finishes a batch as a worker does, its ids released as by the worker's next pop.
 fn finish(
     queue: &Queue,
     batch: Vec<TakenItem<&'static str, u32>>,
     outcome: Outcome,
 ) -> Vec<&'static str> {
-    queue.finish(batch.into_iter().map(|t| (t, outcome)))
+    let mut release = Vec::new();
+    let forget = queue.finish(batch.into_iter().map(|t| (t, outcome)), &mut release);
+    queue.release(&mut release);
+    forget
 }
 
 #[tokio::test(start_paused = true)]
@@ -87,11 +94,12 @@ async fn a_sweep_queues_batches_larger_than_a_chunk_and_what_it_claimed_if_dropp
         sweep.offer(&id, entry);
     }
     assert_eq!(sweep.finish(), SWEEP_CHUNK + 15);
+    let mut release = Vec::new();
     let mut into = Vec::new();
-    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut into).unwrap();
+    queue.pop_batch(&mut Vec::new(), &mut release, &mut into).unwrap();
     assert_eq!(into.len(), SWEEP_CHUNK + 10);
     let mut rest = Vec::new();
-    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut rest).unwrap();
+    queue.pop_batch(&mut Vec::new(), &mut release, &mut rest).unwrap();
     assert_eq!(rest.len(), 5);
 
     let a = EntryHandle::new(0);
@@ -99,7 +107,7 @@ async fn a_sweep_queues_batches_larger_than_a_chunk_and_what_it_claimed_if_dropp
     sweep.offer(&usize::MAX, &a);
     drop(sweep); // a sweep that panicked
     let mut last = Vec::new();
-    queue.pop_batch(&mut Vec::new(), &mut Vec::new(), &mut last).unwrap();
+    queue.pop_batch(&mut Vec::new(), &mut release, &mut last).unwrap();
     assert_eq!(last.len(), 1, "claimed, so queued");
 }
 
@@ -296,9 +304,14 @@ async fn a_worker_that_gives_up_releases_its_ids() {
     {
         let mut inner = queue.inner.lock();
         let mark = inner.marks.pop_front().unwrap();
-        popped.extend(inner.items.drain(..mark.len));
+        let Inner { items, in_flight, .. } = &mut *inner;
+        for item in items.drain(..mark.len) {
+            in_flight.reserve(item, &mut popped);
+        }
     }
-    queue.abandon(popped);
+    let mut release = Vec::new();
+    queue.abandon(&mut popped, &mut release);
+    queue.release(&mut release);
     assert_eq!(b.queue_state().slot, QueueSlot::Idle);
     assert_eq!(queue.stats(), QueueStats::default());
 }
@@ -312,14 +325,17 @@ async fn a_failure_finishing_after_close_is_returned_for_its_limiter_state() {
     batch_all(&queue);
     let batch = pop(&queue).unwrap();
     queue.close(); // shutdown while the batch was in flight
-    let mut forget = queue.finish(batch.into_iter().map(|t| {
+    let mut release = Vec::new();
+    let outcomes = batch.into_iter().map(|t| {
         let outcome = match t.id {
             "a" => Outcome::Retry(Duration::from_secs(1)),
             "b" => Outcome::Retry(Duration::ZERO),
             _ => Outcome::Done,
         };
         (t, outcome)
-    }));
+    });
+    let mut forget = queue.finish(outcomes, &mut release);
+    queue.release(&mut release);
     forget.sort_unstable();
     assert_eq!(forget, ["a", "b"], "the retries' backoff must be forgotten; a success has none");
     assert_eq!(queue.stats(), QueueStats::default());
