@@ -23,7 +23,7 @@
 //!   holds a `Queued` entry must either place it, start it, or let it go (`Leave`, `Abandon`):
 //!   dropping it silently would strand it, as nothing claims a `Queued` entry again.
 //! - An entry is `Running` only while one worker holds it, and only after that worker
-//!   registered its id as in flight (see `WorkQueue::pop_batch`): so one id is never in two
+//!   reserved its id (see `WorkQueue::pop_batch`): so one id is never in two
 //!   sync calls at once, whichever entries carry it.
 //! - An entry is `Delayed { ticket }` exactly while the queue's retry record `ticket` holds it,
 //!   so every change into or out of `Delayed` is made under the queue's lock (`locked`).
