@@ -452,6 +452,9 @@ async fn sync_batch<K, V>(
         }
         let skipped = scratch.skipped.drain(..).map(|t| (t, Outcome::Done));
         let removed = shared.queue.finish(skipped, &mut scratch.release);
+        // Released now, not at the next pop: the sync call of the rest may be long, and a new
+        // entry of a removed id would wait for it.
+        shared.queue.release(&mut scratch.release);
         forget_all(shared, &removed);
     }
     let dispatched = &mut scratch.dispatched;
