@@ -541,6 +541,10 @@ impl<K: Hash, V> WorkQueue<K, V> {
             }
             self.count(counted);
             if !into.is_empty() {
+                // Ids reserved for entries removed since they were batched are released now:
+                // held until the next pop, a new entry of such an id would wait for this
+                // batch's call, which does not carry it. (Rare: it takes the lock again.)
+                self.release(release);
                 let depth = self.queued.load(Ordering::Relaxed).max(0);
                 return Some(BatchInfo { oldest_due: due, depth: depth as usize });
             }
