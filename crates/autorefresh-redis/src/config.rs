@@ -30,7 +30,10 @@ use crate::error::RedisClusterError;
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// The server: `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS (with
-    /// this crate's `tls` feature). Default: `redis://127.0.0.1:6379`.
+    /// this crate's `tls` feature); `valkey://` and `valkeys://` are the same; a Unix socket
+    /// is `unix:///path?db=0&user=..&pass=..` (or `redis+unix://`, `valkey+unix://`).
+    /// Passwords are never printed, from any of these forms. Default:
+    /// `redis://127.0.0.1:6379`.
     pub url: String,
     /// The ACL user, overriding the URL's. Default: none.
     pub username: Option<String>,
@@ -83,14 +86,8 @@ impl Default for RedisConfig {
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print a password, from the field or the URL.
-        let url = match self.url.rsplit_once('@') {
-            Some((_, host)) => {
-                format!("{}://***@{host}", self.url.split("://").next().unwrap_or("redis"))
-            }
-            None => self.url.clone(),
-        };
         f.debug_struct("RedisConfig")
-            .field("url", &url)
+            .field("url", &redacted(&self.url))
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("namespace", &self.namespace)
@@ -118,13 +115,15 @@ impl RedisConfig {
     pub fn validate(&self) -> Result<(), RedisClusterError> {
         let invalid =
             |field, reason: String| Err(RedisClusterError::InvalidConfig { field, reason });
-        if !(self.url.starts_with("redis://")
-            || self.url.starts_with("rediss://")
-            || self.url.starts_with("unix://"))
-        {
+        let scheme = self.url.split_once("://").map(|(scheme, _)| scheme);
+        if !scheme.is_some_and(|scheme| SCHEMES.contains(&scheme)) {
             return invalid(
                 "url",
-                format!("must start with redis://, rediss:// or unix://, got {:?}", self.url),
+                format!(
+                    "must start with one of {}, got {:?}",
+                    SCHEMES.map(|scheme| format!("{scheme}://")).join(", "),
+                    redacted(&self.url)
+                ),
             );
         }
         if self.shards == 0 || self.shards > MAX_SHARDS {
@@ -165,6 +164,47 @@ impl RedisConfig {
         }
         Ok(())
     }
+}
+
+/// The URL schemes the `redis` crate connects to.
+const SCHEMES: [&str; 7] =
+    ["redis", "rediss", "valkey", "valkeys", "unix", "redis+unix", "valkey+unix"];
+
+/// `url` with every secret the `redis` crate would read from it replaced by `***`: the
+/// password of its user info, and the `pass` (or `password`) query parameter that Unix socket
+/// URLs carry. What cannot be read as `scheme://...` is shown as its scheme alone.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let scheme = url.split(':').next().unwrap_or_default();
+        return format!("{scheme}:***");
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    // The user info ends at the last `@` of the authority (a password may hold `@`).
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{user_info}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let mut redacted = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key == "pass" || key == "password" => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&pairs.join("&"));
+    }
+    redacted
 }
 
 /// The most shards a cache may have: the owned set is a bitset of this many bits.
@@ -222,6 +262,47 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("hunter3"), "{printed}");
         assert!(printed.contains("db:6379"));
+    }
+
+    #[test]
+    fn no_form_of_url_prints_its_password() {
+        let urls = [
+            "redis://user:pw-1@db:6379/0",
+            "redis://:pw-1@db",
+            "rediss://user:pw-1@db:6380",
+            "valkey://user:pw-1@db",
+            "valkeys://user:p@w-1@db",
+            "unix:///run/redis.sock?db=1&pass=pw-1",
+            "redis+unix:///run/redis.sock?user=u&pass=pw-1&db=2",
+            "valkey+unix:///run/valkey.sock?password=pw-1",
+            // Rejected forms, whose error names the URL.
+            "valkeys2://user:pw-1@db",
+            "http://user:pw-1@db?pass=pw-1",
+            "user:pw-1@db",
+            "redis:user:pw-1@db",
+        ];
+        for url in urls {
+            let config = RedisConfig::new(url);
+            let debug = format!("{config:?}");
+            assert!(!debug.contains("pw-1"), "{url}: Debug printed {debug}");
+            if let Err(err) = config.validate() {
+                let message = format!("{err} {err:?}");
+                assert!(!message.contains("pw-1"), "{url}: the error printed {message}");
+            }
+        }
+        assert_eq!(redacted("redis://user:pw@db:6379/0"), "redis://user:***@db:6379/0");
+        assert_eq!(redacted("unix:///s.sock?db=1&pass=pw"), "unix:///s.sock?db=1&pass=***");
+        assert_eq!(redacted("redis://db:6379"), "redis://db:6379");
+    }
+
+    #[test]
+    fn every_scheme_of_the_redis_crate_is_accepted() {
+        for scheme in SCHEMES {
+            let config = RedisConfig::new(format!("{scheme}://localhost"));
+            assert!(config.validate().is_ok(), "{scheme}");
+        }
+        let err = RedisConfig::new("valkeys2://u:pw@db").validate().unwrap_err();
+        assert!(err.to_string().contains("valkeys2://u:***@db"), "{err}");
     }
 
     #[test]
