@@ -147,6 +147,14 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> RedisCluster<K, V, C> {
         self.inner.items.pending_writes()
     }
 
+    /// How many ids and items this replica read from Redis that would not decode with its
+    /// codec, since it started: skipped (the local cache keeps what it had) and logged. Non-zero
+    /// means another writer shares the namespace with a different codec or item type, or a
+    /// corrupt write: worth exporting as a counter and alerting on.
+    pub fn undecodable(&self) -> u64 {
+        self.inner.items.undecodable_count()
+    }
+
     /// The shard `id` belongs to, or `None` if it does not encode.
     pub fn shard_of(&self, id: &K) -> Option<u16> {
         KEY_BUFFER.with_borrow_mut(|buffer| {

@@ -18,7 +18,7 @@ mod tests;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use self::outbox::{Kind, Newer, Op, Outbox};
 use self::scripts::{Answer, Reply};
 use crate::cluster::{ClusterItem, ClusterKey};
 use crate::codec::Codec;
+use crate::error::CodecError;
 use crate::error::RedisClusterError;
 use crate::link::Link;
 use crate::shard::shard_of;
@@ -59,6 +60,8 @@ pub(crate) struct Items<K, V, C> {
     /// Whether Redis is known to be unreachable: warn once per outage, not per retry.
     outage: AtomicBool,
     encode_warned: AtomicBool,
+    /// Ids and items read from Redis that would not decode (see [`Items::undecodable`]).
+    undecodable: AtomicU64,
 }
 
 struct State<K, V> {
@@ -122,6 +125,29 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
             sync: tokio::sync::Mutex::new(()),
             outage: AtomicBool::new(false),
             encode_warned: AtomicBool::new(false),
+            undecodable: AtomicU64::new(0),
+        }
+    }
+
+    /// How many ids and items read from Redis would not decode with this replica's codec, since
+    /// it started.
+    pub(crate) fn undecodable_count(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from Redis that do not decode (another service's data under the same
+    /// namespace, another codec or version of the item type, a corrupt write): skipped, never
+    /// silently. Logged at the first and then at every power of two, so that a namespace
+    /// full of foreign data does not flood the log.
+    fn undecodable(&self, what: &'static str, error: &CodecError) {
+        let count = self.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+        if count.is_power_of_two() {
+            warn!(
+                what,
+                count,
+                error = %error,
+                "skipped bytes in redis that do not decode with this cache's codec"
+            );
         }
     }
 
@@ -360,8 +386,9 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
                             entry.pending = None;
                         }
                         if entry.pending.is_none() {
-                            if let Ok(item) = self.codec.decode::<V>(&item) {
-                                local.upsert(id.clone(), item);
+                            match self.codec.decode::<V>(&item) {
+                                Ok(item) => local.upsert(id.clone(), item),
+                                Err(error) => self.undecodable("item", &error),
                             }
                         }
                     }
@@ -473,12 +500,19 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
             let mut present = HashSet::new();
             for (id_bytes, version, item_bytes) in &snapshot.items {
                 present.insert(id_bytes.as_slice());
-                let Ok(id) = self.codec.decode::<K>(id_bytes) else { continue };
+                let id = match self.codec.decode::<K>(id_bytes) {
+                    Ok(id) => id,
+                    Err(error) => {
+                        self.undecodable("id", &error);
+                        continue;
+                    }
+                };
                 let version = *version;
                 if let Some(entry) = state.outbox.entry_mut(&id) {
                     if entry.newer.as_ref().is_none_or(|newer| newer.version < version) {
-                        if let Ok(item) = self.codec.decode::<V>(item_bytes) {
-                            entry.newer = Some(Newer { version, item: Some(item) });
+                        match self.codec.decode::<V>(item_bytes) {
+                            Ok(item) => entry.newer = Some(Newer { version, item: Some(item) }),
+                            Err(error) => self.undecodable("item", &error),
                         }
                     }
                     continue;
@@ -486,7 +520,13 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
                 if version <= state.known(&id) {
                     continue;
                 }
-                let Ok(item) = self.codec.decode::<V>(item_bytes) else { continue };
+                let item = match self.codec.decode::<V>(item_bytes) {
+                    Ok(item) => item,
+                    Err(error) => {
+                        self.undecodable("item", &error);
+                        continue;
+                    }
+                };
                 state.mirror.insert(id.clone(), version);
                 local.upsert(id, item);
                 upserted += 1;
@@ -629,10 +669,15 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
         if event.member == self.link.member.as_bytes() {
             return;
         }
-        let Ok(id) = self.codec.decode::<K>(event.id) else { return };
+        let id = match self.codec.decode::<K>(event.id) {
+            Ok(id) => id,
+            Err(error) => return self.undecodable("event id", &error),
+        };
         let item = if event.upsert {
-            let Ok(item) = self.codec.decode::<V>(event.item) else { return };
-            Some(item)
+            match self.codec.decode::<V>(event.item) {
+                Ok(item) => Some(item),
+                Err(error) => return self.undecodable("event item", &error),
+            }
         } else {
             None
         };

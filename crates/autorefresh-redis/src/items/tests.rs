@@ -424,3 +424,33 @@ async fn a_fetch_never_answers_an_item_this_replica_knows_is_deleted() {
     b.delete("job-1");
     assert_eq!(b.remote("job-1").await, None, "the cache would store the deleted item again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_do_not_decode_are_counted_and_skipped_never_silently() {
+    let Some(server) = RedisServer::start() else { return };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let a = Replica::start(&server, "foreign").await;
+    a.create("job-1", "x");
+    eventually!("a's write landed", a.drained().await);
+    // Another service writes under the same namespace with another codec: an id and an item
+    // that are not postcard strings (0xff 0xff is no valid length).
+    let keys = crate::keys::Keys::new("foreign");
+    let garbage: &[u8] = &[0xff, 0xff, 0xff];
+    let id = Postcard.encode(&"job-2".to_owned()).unwrap();
+    let shard = crate::shard::shard_of(&id, 8);
+    let _: () = redis::pipe()
+        .hset(keys.items(shard), &id, garbage)
+        .hset(keys.versions(shard), &id, 1_000)
+        .hset(keys.items(0), garbage, Postcard.encode(&"y".to_owned()).unwrap())
+        .hset(keys.versions(0), garbage, 1_001)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // A replica joining reads every shard: both are skipped, counted, and nothing else lost.
+    let b = Replica::start(&server, "foreign").await;
+    eventually!("b read job-1", b.local("job-1") == some("x"));
+    eventually!("b counted both", b.items.undecodable_count() >= 2);
+    assert_eq!(b.local("job-2"), None);
+    assert_eq!(a.items.undecodable_count(), 0, "a read nothing foreign yet");
+}
