@@ -126,6 +126,9 @@ pub(crate) struct Shared<K, V> {
     pub(crate) parallelism: usize,
     pub(crate) sync_on_create: bool,
     started: AtomicBool,
+    /// The cluster's task panicked: this instance refreshes nothing any more (its leases lapse
+    /// and the other instances take its shards over).
+    pub(crate) cluster_failed: AtomicBool,
 }
 
 /// The parts [`AutoRefreshBuilder::build`] assembles.
@@ -194,7 +197,9 @@ where
 {
     /// Whether this instance syncs `id`: always, unless a cluster gives it to another.
     pub(crate) fn refreshes(&self, id: &K) -> bool {
-        self.cluster.as_ref().is_none_or(|cluster| cluster.refreshes(id))
+        self.cluster.as_ref().is_none_or(|cluster| {
+            !self.cluster_failed.load(Ordering::Relaxed) && cluster.refreshes(id)
+        })
     }
 
     /// Inserts `item` under `id` unless the store holds one; a new entry starts its refresh
@@ -348,6 +353,7 @@ where
                 parallelism: parts.parallelism,
                 sync_on_create: parts.sync_on_create,
                 started: AtomicBool::new(false),
+                cluster_failed: AtomicBool::new(false),
             }),
         }
     }
@@ -389,12 +395,19 @@ where
             let local = Arc::new(Replica::new(Arc::clone(&self.shared)));
             let cluster = Arc::clone(cluster);
             let shutdown = Box::pin(cancel.clone().cancelled_owned());
-            let name = self.shared.name.clone();
+            let shared = Arc::clone(&self.shared);
             let run = async move {
                 let run = std::panic::AssertUnwindSafe(cluster.run(local, shutdown));
                 if run.catch_unwind().await.is_err() {
-                    // The cache goes on alone: reads and this instance's refresh still work.
-                    tracing::error!(cache = %name, "the cluster's task panicked; changes are no longer shared");
+                    // Its ownership of shards is no longer renewed: going on refreshing them
+                    // would sync items another instance is about to take over.
+                    shared.cluster_failed.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        cache = %shared.name,
+                        "the cluster's task panicked: this instance refreshes nothing any more \
+                         (its shards go to the other instances) and its changes are no longer \
+                         shared; reads and local writes go on"
+                    );
                 }
             };
             tracker.spawn_on(run, &runtime);

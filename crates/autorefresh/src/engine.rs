@@ -95,9 +95,11 @@ where
     let adaptive = shared.adaptive;
     let mut expired = Vec::new();
     let cluster = shared.cluster.as_deref();
+    // A cluster whose task panicked gives this instance nothing to refresh.
+    let cluster_failed = shared.cluster_failed.load(Ordering::Relaxed);
     shared.store.for_each_entry(&mut |id, entry| {
         // Another instance of the cluster syncs this one (and expires it).
-        if cluster.is_some_and(|cluster| !cluster.refreshes(id)) {
+        if cluster.is_some_and(|cluster| cluster_failed || !cluster.refreshes(id)) {
             return;
         }
         // One read of the entry: locking it again inside the closure could deadlock.

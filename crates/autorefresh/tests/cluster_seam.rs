@@ -82,6 +82,8 @@ struct State {
     returned: Mutex<Option<Instant>>,
     /// Called with the id each time `created` is told, if set.
     on_created: Mutex<Option<OnCreated>>,
+    /// Whether `run` panics once it has its replica.
+    panics: Mutex<bool>,
 }
 
 /// A test's look at the cache from inside `Cluster::created`.
@@ -106,12 +108,18 @@ impl FakeCluster {
             runs: Mutex::new(0),
             returned: Mutex::default(),
             on_created: Mutex::default(),
+            panics: Mutex::new(false),
         }))
     }
 
     /// From now on this instance refreshes the ids `refreshes` accepts.
     fn set_refreshes(&self, refreshes: impl Fn(&u64) -> bool + Send + Sync + 'static) {
         *self.0.refreshes.lock().unwrap() = Box::new(refreshes);
+    }
+
+    /// Makes `run` panic once it has its replica (a bug in the cluster's task).
+    fn panic_in_run(&self) {
+        *self.0.panics.lock().unwrap() = true;
     }
 
     /// A copy of what the cache told the cluster so far.
@@ -208,6 +216,9 @@ impl Cluster<u64, Job> for FakeCluster {
     async fn run(&self, local: Arc<dyn LocalReplica<u64, Job>>, shutdown: Shutdown) {
         *self.0.runs.lock().unwrap() += 1;
         *self.0.local.lock().unwrap() = Some(local);
+        if *self.0.panics.lock().unwrap() {
+            panic!("the cluster's task failed");
+        }
         shutdown.await;
         // A graceful leave (handing over leases) takes a while: `shutdown` must wait for it.
         sleep(HANDOVER).await;
@@ -324,6 +335,32 @@ async fn the_sweep_syncs_only_the_ids_the_cluster_gives_this_instance() {
         let expected = if id % 2 == 0 { 4 } else { 2 };
         assert_eq!(syncs.count(id), expected, "syncs of id {id} after the move");
     }
+    running.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_task_that_panics_stops_this_instance_refreshing_its_shards() {
+    let cluster = FakeCluster::new();
+    cluster.panic_in_run();
+    let syncs = Syncs::default();
+    let cache = builder(&cluster, &syncs, step_up).build().unwrap();
+    for id in 0..6 {
+        cache.get_or_create(id, job(0)).unwrap();
+    }
+    let running = cache.start(CancellationToken::new()).unwrap();
+    // The task panics as soon as it runs; a sweep may have come first.
+    cluster.local().await;
+    sleep(PERIOD / 2).await;
+    let before: Vec<usize> = (0..6).map(|id| syncs.count(id)).collect();
+    sleep(PERIOD * 3).await;
+    let after: Vec<usize> = (0..6).map(|id| syncs.count(id)).collect();
+    assert_eq!(after, before, "its leases lapse: another instance refreshes its shards now");
+    // Reads and local writes go on; a new id is not synced here either.
+    assert!(cache.update(&2, job(7)));
+    assert_eq!(cache.get(&2).unwrap(), job(7));
+    cache.get_or_create(10, job(0)).unwrap();
+    sleep(PERIOD * 2).await;
+    assert_eq!(syncs.count(10), 0);
     running.shutdown().await;
 }
 
