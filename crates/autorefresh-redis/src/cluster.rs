@@ -147,6 +147,14 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> RedisCluster<K, V, C> {
         self.inner.items.pending_writes()
     }
 
+    /// How many writes the last shutdown gave up because Redis did not take them within
+    /// [`RedisConfig::shutdown_flush_timeout`](crate::RedisConfig::shutdown_flush_timeout)
+    /// (changes that had returned to their callers, which the other replicas never see): 0
+    /// after a clean shutdown. Also logged as a warning.
+    pub fn unflushed_writes(&self) -> u64 {
+        self.inner.items.unflushed_count()
+    }
+
     /// How many ids and items this replica read from Redis that would not decode with its
     /// codec, since it started: skipped (the local cache keeps what it had) and logged. Non-zero
     /// means another writer shares the namespace with a different codec or item type, or a

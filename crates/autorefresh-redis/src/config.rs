@@ -64,6 +64,13 @@ pub struct RedisConfig {
     /// The longest wait between tries of a failed write. Default: 5 s.
     #[serde(with = "humantime_serde")]
     pub retry_max_backoff: Duration,
+    /// How long a graceful shutdown keeps sending the writes Redis has not taken yet (changes
+    /// that already returned to their callers). Past it the rest is given up, counted
+    /// ([`RedisCluster::unflushed_writes`](crate::RedisCluster::unflushed_writes)) and logged:
+    /// the other replicas never see those changes. Longer keeps more through a Redis outage
+    /// at shutdown; shorter bounds how long a shutdown can take. Default: 10 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_flush_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -79,6 +86,7 @@ impl Default for RedisConfig {
             response_timeout: Duration::from_secs(2),
             retry_min_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(5),
+            shutdown_flush_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -97,6 +105,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("retry_min_backoff", &self.retry_min_backoff)
             .field("retry_max_backoff", &self.retry_max_backoff)
+            .field("shutdown_flush_timeout", &self.shutdown_flush_timeout)
             .finish()
     }
 }
@@ -139,6 +148,7 @@ impl RedisConfig {
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
             ("retry_min_backoff", self.retry_min_backoff),
+            ("shutdown_flush_timeout", self.shutdown_flush_timeout),
         ] {
             if value.is_zero() {
                 return invalid(field, "must be greater than zero".to_owned());
@@ -237,6 +247,10 @@ mod tests {
                     ..RedisConfig::default()
                 },
                 "retry_max_backoff",
+            ),
+            (
+                RedisConfig { shutdown_flush_timeout: Duration::ZERO, ..RedisConfig::default() },
+                "shutdown_flush_timeout",
             ),
             (RedisConfig { namespace: Some(String::new()), ..RedisConfig::default() }, "namespace"),
             (RedisConfig { namespace: Some("}x".into()), ..RedisConfig::default() }, "namespace"),

@@ -86,6 +86,8 @@ impl Replica {
             let config = RedisConfig {
                 lease_ttl: shape.lease_ttl,
                 shards: shape.shards,
+                // As long as the flush of earlier releases took (twice the response timeout).
+                shutdown_flush_timeout: Duration::from_secs(4),
                 ..RedisConfig::new(url)
             };
             let cluster = RedisCluster::connect("jobs", config).await.expect("connected");

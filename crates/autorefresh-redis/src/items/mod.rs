@@ -62,6 +62,8 @@ pub(crate) struct Items<K, V, C> {
     encode_warned: AtomicBool,
     /// Ids and items read from Redis that would not decode (see [`Items::undecodable`]).
     undecodable: AtomicU64,
+    /// Writes given up when a shutdown's flush ran out of time.
+    unflushed: AtomicU64,
 }
 
 struct State<K, V> {
@@ -126,6 +128,7 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
             outage: AtomicBool::new(false),
             encode_warned: AtomicBool::new(false),
             undecodable: AtomicU64::new(0),
+            unflushed: AtomicU64::new(0),
         }
     }
 
@@ -254,13 +257,13 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
 
     // ---- the writer ----
 
-    /// Sends the outbox until `stop`, then flushes it for at most two response timeouts.
+    /// Sends the outbox until `stop`, then flushes it for at most the shutdown flush timeout.
     async fn write_loop(&self, local: &dyn LocalReplica<K, V>, mut stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(&self.link);
         let mut deadline = None;
         loop {
             if deadline.is_none() && *stop.borrow() {
-                deadline = Some(Instant::now() + 2 * self.link.config.response_timeout);
+                deadline = Some(Instant::now() + self.link.config.shutdown_flush_timeout);
             }
             if let Err(error) = bounded(deadline, self.ensure_epoch()).await {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -315,11 +318,25 @@ impl<K: ClusterKey, V: ClusterItem, C: Codec> Items<K, V, C> {
         }
     }
 
+    /// The shutdown's flush ran out of time: what is left is given up, counted and logged.
     fn abandon(&self) {
         let unsent = self.state.lock().outbox.len();
         if unsent > 0 {
-            warn!(unsent, "shutting down with writes redis did not take");
+            self.unflushed.fetch_add(unsent as u64, Ordering::Relaxed);
+            warn!(
+                unsent,
+                timeout = ?self.link.config.shutdown_flush_timeout,
+                "shutting down with writes redis did not take: the other replicas will not see \
+                 these changes (see shutdown_flush_timeout)"
+            );
         }
+    }
+
+    /// How many writes shutdowns gave up (see [`RedisConfig::shutdown_flush_timeout`]).
+    ///
+    /// [`RedisConfig::shutdown_flush_timeout`]: crate::RedisConfig::shutdown_flush_timeout
+    pub(crate) fn unflushed_count(&self) -> u64 {
+        self.unflushed.load(Ordering::Relaxed)
     }
 
     /// How long after an epoch starts deletes leave tombstones: long enough for every

@@ -58,6 +58,7 @@ impl Replica {
             shards: 8,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(500),
+            shutdown_flush_timeout: Duration::from_secs(1),
             retry_min_backoff: Duration::from_millis(20),
             retry_max_backoff: Duration::from_millis(200),
             ..RedisConfig::new(server.url())
@@ -453,4 +454,19 @@ async fn bytes_that_do_not_decode_are_counted_and_skipped_never_silently() {
     eventually!("b counted both", b.items.undecodable_count() >= 2);
     assert_eq!(b.local("job-2"), None);
     assert_eq!(a.items.undecodable_count(), 0, "a read nothing foreign yet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_that_cannot_flush_counts_and_logs_what_it_gave_up() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let mut a = Replica::start(&server, "unflushed").await;
+    a.create("job-1", "x");
+    eventually!("a's write landed", a.drained().await);
+    assert_eq!(a.items.unflushed_count(), 0);
+    server.kill();
+    a.update("job-1", "y");
+    a.create("job-2", "z");
+    // Redis is away for the whole flush (1 s here): both writes are given up, and counted.
+    a.pause().await;
+    assert_eq!(a.items.unflushed_count(), 2);
 }
