@@ -565,13 +565,8 @@ impl<K: Hash, V> WorkQueue<K, V> {
             return false;
         }
         if inner.closed {
-            let mut counted = Counted::default();
-            for item in released {
-                if let Ok(stepped) = step(&item.entry, Event::Close) {
-                    counted.add(&stepped);
-                }
-            }
-            self.count(counted);
+            // Nothing queued any more; their limiter state went with the queue's close.
+            self.let_go(released, Event::Close);
             return false;
         }
         let was_empty = inner.pool.is_empty();
@@ -668,16 +663,9 @@ impl<K: Hash, V> WorkQueue<K, V> {
                 }
                 forget.push(taken.id);
             }
-            for item in to_pool {
-                if let Ok(stepped) = step(&item.entry, Event::Close) {
-                    counted.add(&stepped);
-                    if stepped.step.forget {
-                        forget.push(item.id);
-                    }
-                }
-            }
             drop(inner);
             self.count(counted);
+            forget.extend(self.let_go(to_pool, Event::Close));
             return forget;
         }
         let was_empty = inner.pool.is_empty();
